@@ -1,0 +1,125 @@
+import { randomUUID } from 'node:crypto';
+import type { CommandType } from '@dumont/protocol';
+import type { Decision, InstancePolicy, LifecycleFacts, PolicyEvent } from '../policy/hibernation-policy.js';
+import type { InstanceRow, InstanceUpdate, NewEventRow } from '../store/schema.js';
+import type { FleetRepository } from '../store/store.js';
+import type { ServerConfig } from '../config.js';
+import { DumontError } from '@dumont/protocol';
+
+/** Maps stored rows to the policy's facts and back, and writes a decision inside a transaction. */
+
+export function factsOf(row: InstanceRow): LifecycleFacts {
+  return {
+    status: row.status as LifecycleFacts['status'],
+    lastHeartbeatAt: row.last_heartbeat_at,
+    idleSince: row.idle_since,
+    scheduledAt: row.scheduled_at,
+    postponedUntil: row.postponed_until,
+    hibernateIssuedAt: row.hibernate_issued_at,
+    onlineSince: row.online_since,
+  };
+}
+
+export function policyOf(row: InstanceRow, config: ServerConfig): InstancePolicy {
+  return {
+    enabled: row.hibernation_enabled === 1,
+    thresholdMinutes: row.threshold_minutes ?? config.idleThresholdMinutes,
+    ignoreGpuProcesses: row.ignore_gpu_processes === 1,
+  };
+}
+
+export function factsPatch(facts: LifecycleFacts, deadline: number | null): InstanceUpdate {
+  return {
+    status: facts.status,
+    last_heartbeat_at: facts.lastHeartbeatAt,
+    idle_since: facts.idleSince,
+    scheduled_at: facts.scheduledAt,
+    postponed_until: facts.postponedUntil,
+    hibernate_issued_at: facts.hibernateIssuedAt,
+    online_since: facts.onlineSince,
+    deadline,
+  };
+}
+
+export function eventRows(instanceId: number, at: number, events: readonly PolicyEvent[]): NewEventRow[] {
+  return events.map((e) => ({
+    instance_id: instanceId,
+    at,
+    type: e.type,
+    reason: e.reason,
+    data_json: JSON.stringify(e.data ?? {}),
+  }));
+}
+
+/** Accumulates one transaction's changes to one instance, then writes them with a compare-and-set. */
+export class InstanceWrite {
+  readonly events: PolicyEvent[] = [];
+  patch: InstanceUpdate = {};
+  facts: LifecycleFacts;
+  openCommandsDelta = 0;
+  /** Something a power cut must not lose: a status change, a command, an event. */
+  durable = false;
+
+  constructor(
+    readonly row: InstanceRow,
+    private readonly now: number,
+  ) {
+    this.facts = factsOf(row);
+  }
+
+  /** Folds a policy decision in; returns the id of a hibernate command it issued, if any. */
+  async absorb(decision: Decision, repo: FleetRepository, issuedBy: string): Promise<string | null> {
+    if (decision.facts.status !== this.facts.status) this.durable = true;
+    this.facts = decision.facts;
+    this.events.push(...decision.events);
+    this.patch = { ...this.patch, ...factsPatch(decision.facts, decision.deadline) };
+    const hibernateCommandId = this.patch.hibernate_command_id !== undefined ? this.patch.hibernate_command_id : this.row.hibernate_command_id;
+    if (decision.expireHibernate && hibernateCommandId) {
+      this.patch.hibernate_command_id = null;
+      const detail = 'no result before the hibernate timeout';
+      if (await repo.updateCommand(hibernateCommandId, ['pending', 'delivered'], { state: 'expired', completed_at: this.now, detail })) {
+        this.openCommandsDelta -= 1;
+        this.events.push({ type: 'command_expired', reason: detail, data: { command_id: hibernateCommandId } });
+      }
+    }
+    if (!decision.issueHibernate) return null;
+    const id = await this.issueCommand(repo, 'hibernate', {}, issuedBy, issuedBy === 'policy' ? 'the instance stayed idle past its threshold' : `requested by ${issuedBy}`);
+    this.patch.hibernate_command_id = id;
+    return id;
+  }
+
+  async issueCommand(
+    repo: FleetRepository,
+    type: CommandType,
+    args: Record<string, unknown>,
+    issuedBy: string,
+    reason: string,
+  ): Promise<string> {
+    const id = randomUUID();
+    await repo.insertCommand({
+      id,
+      instance_id: this.row.instance_id,
+      type,
+      args_json: JSON.stringify(args),
+      state: 'pending',
+      issued_at: this.now,
+      issued_by: issuedBy,
+      delivered_at: null,
+      completed_at: null,
+      detail: null,
+    });
+    this.openCommandsDelta += 1;
+    this.events.push({ type: 'command_issued', reason, data: { command_id: id, command: type, issued_by: issuedBy } });
+    return id;
+  }
+
+  async commit(repo: FleetRepository): Promise<void> {
+    const patch: InstanceUpdate = { ...this.patch };
+    if (this.openCommandsDelta !== 0) patch.open_commands = Math.max(0, this.row.open_commands + this.openCommandsDelta);
+    if (this.events.length > 0 || this.openCommandsDelta !== 0) this.durable = true;
+    const ok = await repo.updateInstance(this.row.instance_id, this.row.version, patch);
+    // With the row locked (or SQLite's single writer) this cannot happen; if it does, roll back.
+    if (!ok) throw new DumontError('internal_error', `instance ${this.row.instance_id} changed concurrently; retry`);
+    await repo.insertEvents(eventRows(this.row.instance_id, this.now, this.events));
+  }
+}

@@ -1,0 +1,199 @@
+import {
+  DEFAULT_PAGE_LIMIT,
+  DumontError,
+  INSTANCE_STATUSES,
+  type CommandListResponse,
+  type CommandView,
+  type CreateCommandRequest,
+  type EventListResponse,
+  type HibernationPolicyPatch,
+  type InstanceDetail,
+  type KeepAliveResponse,
+  type ListEventsQuery,
+  type ListInstancesQuery,
+  type ListInstancesResponse,
+  type RegisterInstanceRequest,
+  type RegisterInstanceResponse,
+} from '@dumont/protocol';
+import type { Clock } from '../clock.js';
+import type { ServerConfig } from '../config.js';
+import { evaluate, type PolicyInput } from '../policy/hibernation-policy.js';
+import { hashSecret, newSecret } from '../secrets.js';
+import type { InstanceRow, InstanceUpdate } from '../store/schema.js';
+import type { FleetRepository, FleetStore } from '../store/store.js';
+import { decodeCursor, encodeCursor } from './cursor.js';
+import { eventRows, InstanceWrite, policyOf } from './lifecycle-rows.js';
+import { canSee, type Operator } from './principal.js';
+import { toCommandView, toDetail, toEventView, toSummary } from './views.js';
+
+const notFound = (instanceId: number) => new DumontError('not_found', `instance ${instanceId} not found`, 'instance_id');
+
+/** What operators (API keys) do: register, look, postpone, tune, command. Every write is one transaction. */
+export class OperatorService {
+  constructor(
+    private readonly store: FleetStore,
+    private readonly clock: Clock,
+    private readonly config: ServerConfig,
+  ) {}
+
+  async register(operator: Operator, request: RegisterInstanceRequest & { owner?: string }): Promise<RegisterInstanceResponse> {
+    const now = this.clock.now();
+    const owner = request.owner ?? operator.owner;
+    if (request.owner !== undefined && !operator.admin && request.owner !== operator.owner) {
+      throw new DumontError('forbidden', 'only an admin key may register an instance for another owner', 'owner');
+    }
+    const token = newSecret('dmt');
+    const tokenHash = hashSecret(token);
+    const rotated = await this.store.transaction(async (repo) => {
+      const existing = await repo.getInstance(request.instance_id, { forUpdate: true });
+      if (existing && existing.owner !== owner && !operator.admin) {
+        throw new DumontError('instance_owned_elsewhere', `instance ${request.instance_id} is registered by another owner`, 'instance_id');
+      }
+      if (existing) {
+        const patch: InstanceUpdate = { agent_token_hash: tokenHash, owner };
+        if (request.hostname !== undefined) patch.hostname = request.hostname;
+        await repo.updateInstance(existing.instance_id, existing.version, patch);
+        await repo.insertEvents(eventRows(existing.instance_id, now, [{ type: 'token_rotated', reason: 'instance re-registered; the old agent token no longer works' }]));
+        return true;
+      }
+      await repo.insertInstance({
+        instance_id: request.instance_id,
+        owner,
+        agent_token_hash: tokenHash,
+        hostname: request.hostname ?? null,
+        registered_at: now,
+        status: 'offline',
+        hibernation_enabled: 1,
+        ignore_gpu_processes: 0,
+        heartbeat_count: 0,
+        gpus_json: '[]',
+        gpu_count: 0,
+        collector_errors_json: '[]',
+        open_commands: 0,
+        version: 0,
+      });
+      await repo.insertEvents(eventRows(request.instance_id, now, [{ type: 'registered', reason: `registered for owner ${owner}` }]));
+      return false;
+    });
+    await this.store.syncDurable();
+    return { instance_id: request.instance_id, agent_token: token, rotated };
+  }
+
+  async list(operator: Operator, query: ListInstancesQuery): Promise<ListInstancesResponse> {
+    const now = this.clock.now();
+    const limit = query.limit ?? DEFAULT_PAGE_LIMIT;
+    const after = query.cursor === undefined ? undefined : decodeCursor(query.cursor);
+    const owner = operator.admin ? null : operator.owner;
+    const [rows, counts] = await Promise.all([
+      this.store.listInstances({ owner, status: query.status, afterInstanceId: after, limit: limit + 1 }),
+      this.store.countInstancesByStatus(owner),
+    ]);
+    const page = rows.slice(0, limit);
+    const countOf = (status: string) => counts.get(status) ?? 0;
+    const total = INSTANCE_STATUSES.reduce((sum, s) => sum + countOf(s), 0);
+    return {
+      instances: page.map((r) => toSummary(r, now)),
+      count: query.status ? countOf(query.status) : total,
+      active_count: countOf('active'),
+      idle_count: countOf('idle'),
+      hibernating_count: countOf('hibernating'),
+      hibernated_count: countOf('hibernated'),
+      offline_count: countOf('offline'),
+      next_cursor: rows.length > limit ? encodeCursor(page[page.length - 1]!.instance_id) : null,
+    };
+  }
+
+  private async visible(repo: FleetRepository, operator: Operator, instanceId: number, forUpdate = false): Promise<InstanceRow> {
+    const row = await repo.getInstance(instanceId, { forUpdate });
+    if (!row || !canSee(operator, row.owner)) throw notFound(instanceId);
+    return row;
+  }
+
+  async detail(operator: Operator, instanceId: number): Promise<InstanceDetail> {
+    return toDetail(await this.visible(this.store, operator, instanceId), this.config, this.clock.now());
+  }
+
+  /** Runs one policy input against a locked row and stores the outcome. */
+  private async transition(
+    operator: Operator,
+    instanceId: number,
+    prepare: (row: InstanceRow, write: InstanceWrite, repo: FleetRepository) => PolicyInput | Promise<PolicyInput>,
+  ): Promise<InstanceRow> {
+    const now = this.clock.now();
+    const row = await this.store.transaction(async (repo) => {
+      const current = await this.visible(repo, operator, instanceId, true);
+      const write = new InstanceWrite(current, now);
+      const input = await prepare(current, write, repo);
+      const policy = policyOf({ ...current, ...write.patch } as InstanceRow, this.config);
+      await write.absorb(evaluate(write.facts, policy, input, this.config, now), repo, `owner ${operator.owner}`);
+      await write.commit(repo);
+      return { ...current, ...write.patch } as InstanceRow;
+    });
+    await this.store.syncDurable();
+    return row;
+  }
+
+  async keepAlive(operator: Operator, instanceId: number, minutes: number): Promise<KeepAliveResponse> {
+    const until = this.clock.now() + minutes * 60_000;
+    await this.transition(operator, instanceId, (row) => {
+      if (row.status === 'hibernating' || row.status === 'hibernated') {
+        throw new DumontError(
+          'instance_hibernating',
+          `instance ${instanceId} is ${row.status}; a keep-alive cannot postpone it (it wakes with its next heartbeat)`,
+        );
+      }
+      return { kind: 'keep_alive', until };
+    });
+    return {
+      success: true,
+      instance_id: instanceId,
+      hibernation_postponed_until: new Date(until).toISOString(),
+      message: `Hibernation postponed by ${minutes} minutes`,
+    };
+  }
+
+  async patchHibernation(operator: Operator, instanceId: number, patch: HibernationPolicyPatch): Promise<InstanceDetail> {
+    const row = await this.transition(operator, instanceId, (_row, write) => {
+      if (patch.enabled !== undefined) write.patch.hibernation_enabled = patch.enabled ? 1 : 0;
+      if (patch.threshold_minutes !== undefined) write.patch.threshold_minutes = patch.threshold_minutes;
+      if (patch.ignore_gpu_processes !== undefined) write.patch.ignore_gpu_processes = patch.ignore_gpu_processes ? 1 : 0;
+      write.events.push({ type: 'policy_changed', reason: `hibernation policy changed by ${operator.owner}`, data: { ...patch } });
+      return { kind: 'policy_changed' };
+    });
+    return toDetail(row, this.config, this.clock.now());
+  }
+
+  async createCommand(operator: Operator, instanceId: number, request: CreateCommandRequest): Promise<CommandView> {
+    let commandId = '';
+    await this.transition(operator, instanceId, async (row, write, repo) => {
+      if (request.type === 'hibernate') {
+        if (row.status === 'hibernating' || row.status === 'hibernated') {
+          throw new DumontError('instance_hibernating', `instance ${instanceId} is already ${row.status}`);
+        }
+        return { kind: 'hibernate_now', reason: `hibernate requested by ${operator.owner}` };
+      }
+      commandId = await write.issueCommand(repo, request.type, request.args ?? {}, `owner ${operator.owner}`, `requested by ${operator.owner}`);
+      return { kind: 'tick' };
+    });
+    const command = await this.store.getCommand(commandId || (await this.store.getInstance(instanceId))!.hibernate_command_id!);
+    return toCommandView(command!);
+  }
+
+  async listCommands(operator: Operator, instanceId: number, limit = DEFAULT_PAGE_LIMIT): Promise<CommandListResponse> {
+    await this.visible(this.store, operator, instanceId);
+    const rows = await this.store.listCommands(instanceId, limit);
+    return { commands: rows.map(toCommandView), count: rows.length };
+  }
+
+  async listEvents(operator: Operator, instanceId: number, query: ListEventsQuery): Promise<EventListResponse> {
+    await this.visible(this.store, operator, instanceId);
+    const limit = query.limit ?? DEFAULT_PAGE_LIMIT;
+    const before = query.cursor === undefined ? undefined : decodeCursor(query.cursor);
+    const rows = await this.store.listEvents(instanceId, before, limit + 1);
+    const page = rows.slice(0, limit);
+    return {
+      events: page.map(toEventView),
+      next_cursor: rows.length > limit ? encodeCursor(page[page.length - 1]!.id) : null,
+    };
+  }
+}

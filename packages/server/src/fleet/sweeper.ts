@@ -1,0 +1,65 @@
+import type { Clock } from '../clock.js';
+import type { ServerConfig } from '../config.js';
+import { evaluate } from '../policy/hibernation-policy.js';
+import type { FleetStore } from '../store/store.js';
+import { InstanceWrite, policyOf } from './lifecycle-rows.js';
+
+const BATCH = 500;
+
+/**
+ * Moves instances whose deadline passed without a heartbeat: offline, hibernation due, hibernate
+ * command unanswered. It reads only due rows (indexed deadline), so a tick costs what is due.
+ */
+export class Sweeper {
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<number> | null = null;
+
+  constructor(
+    private readonly store: FleetStore,
+    private readonly clock: Clock,
+    private readonly config: ServerConfig,
+    private readonly onError: (error: unknown) => void = () => {},
+  ) {}
+
+  /** One pass over everything due at the clock's `now`; returns how many instances changed. */
+  async sweep(): Promise<number> {
+    const now = this.clock.now();
+    let changed = 0;
+    for (;;) {
+      const due = await this.store.dueInstanceIds(now, BATCH);
+      for (const instanceId of due) {
+        const moved = await this.store.transaction(async (repo) => {
+          const row = await repo.getInstance(instanceId, { forUpdate: true });
+          // Another replica (or a heartbeat) may have handled it since we listed it.
+          if (!row || row.deadline === null || row.deadline > now) return false;
+          const write = new InstanceWrite(row, now);
+          await write.absorb(evaluate(write.facts, policyOf(row, this.config), { kind: 'tick' }, this.config, now), repo, 'policy');
+          await write.commit(repo);
+          return true;
+        });
+        if (moved) changed += 1;
+      }
+      if (due.length < BATCH) break;
+    }
+    if (changed > 0) await this.store.syncDurable();
+    return changed;
+  }
+
+  start(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => {
+      if (this.running) return; // never overlap two passes
+      this.running = this.sweep();
+      this.running.catch(this.onError).finally(() => {
+        this.running = null;
+      });
+    }, this.config.sweepIntervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    await this.running?.catch(() => {});
+  }
+}

@@ -1,0 +1,97 @@
+import {
+  CommandListResponse,
+  CommandView,
+  CreateCommandRequest,
+  EventListResponse,
+  HibernationPolicyPatch,
+  InstanceDetail,
+  InstanceIdParams,
+  KeepAliveQuery,
+  KeepAliveResponse,
+  ListEventsQuery,
+  ListInstancesQuery,
+  ListInstancesResponse,
+  RegisterInstanceRequest,
+  RegisterInstanceResponse,
+} from '@dumont/protocol';
+import { Type } from '@sinclair/typebox';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { OperatorService } from '../fleet/operator-service.js';
+import type { Operator } from '../fleet/principal.js';
+import type { Authenticator } from './auth.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    operator?: Operator;
+  }
+}
+
+const DEFAULT_KEEP_ALIVE_MINUTES = 30;
+
+/** Operator endpoints under /api/v1/agent/instances; thin: validate, call the service. */
+export function instanceRoutes(app: FastifyInstance, operators: OperatorService, auth: Authenticator): void {
+  const r = app.withTypeProvider<TypeBoxTypeProvider>();
+  const operator = (request: FastifyRequest) => request.operator!;
+  const onRequest = async (request: FastifyRequest) => {
+    request.operator = await auth.operator(request);
+  };
+  const tags = ['instances'];
+
+  r.get('/api/v1/agent/instances', {
+    onRequest,
+    schema: { tags, querystring: ListInstancesQuery, response: { 200: ListInstancesResponse } },
+    handler: (request) => operators.list(operator(request), request.query),
+  });
+
+  r.post('/api/v1/agent/instances', {
+    onRequest,
+    schema: {
+      tags,
+      body: Type.Composite([RegisterInstanceRequest, Type.Object({ owner: Type.Optional(Type.String({ minLength: 1, maxLength: 128 })) })]),
+      response: { 201: RegisterInstanceResponse, 200: RegisterInstanceResponse },
+    },
+    handler: async (request, reply) => {
+      const result = await operators.register(operator(request), request.body);
+      return reply.code(result.rotated ? 200 : 201).send(result);
+    },
+  });
+
+  r.get('/api/v1/agent/instances/:instance_id', {
+    onRequest,
+    schema: { tags, params: InstanceIdParams, response: { 200: InstanceDetail } },
+    handler: (request) => operators.detail(operator(request), request.params.instance_id),
+  });
+
+  r.post('/api/v1/agent/instances/:instance_id/keep-alive', {
+    onRequest,
+    schema: { tags, params: InstanceIdParams, querystring: KeepAliveQuery, response: { 200: KeepAliveResponse } },
+    handler: (request) =>
+      operators.keepAlive(operator(request), request.params.instance_id, request.query.minutes ?? DEFAULT_KEEP_ALIVE_MINUTES),
+  });
+
+  r.patch('/api/v1/agent/instances/:instance_id/hibernation', {
+    onRequest,
+    schema: { tags, params: InstanceIdParams, body: HibernationPolicyPatch, response: { 200: InstanceDetail } },
+    handler: (request) => operators.patchHibernation(operator(request), request.params.instance_id, request.body),
+  });
+
+  r.post('/api/v1/agent/instances/:instance_id/commands', {
+    onRequest,
+    schema: { tags, params: InstanceIdParams, body: CreateCommandRequest, response: { 201: CommandView } },
+    handler: async (request, reply) =>
+      reply.code(201).send(await operators.createCommand(operator(request), request.params.instance_id, request.body)),
+  });
+
+  r.get('/api/v1/agent/instances/:instance_id/commands', {
+    onRequest,
+    schema: { tags, params: InstanceIdParams, response: { 200: CommandListResponse } },
+    handler: (request) => operators.listCommands(operator(request), request.params.instance_id),
+  });
+
+  r.get('/api/v1/agent/instances/:instance_id/events', {
+    onRequest,
+    schema: { tags, params: InstanceIdParams, querystring: ListEventsQuery, response: { 200: EventListResponse } },
+    handler: (request) => operators.listEvents(operator(request), request.params.instance_id, request.query),
+  });
+}

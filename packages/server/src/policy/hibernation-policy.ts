@@ -1,0 +1,319 @@
+import type { EventType, InstanceStatus } from '@dumont/protocol';
+import { judgeIdle, type IdleObservation } from './idle-observation.js';
+
+/**
+ * Where idle is decided. A pure function of the stored facts of one instance, one input and an
+ * explicit `now` (ms, server clock): no I/O, no clock reads. It returns the new facts, the events to
+ * record, whether to issue a hibernate command, and the next deadline at which the sweeper must look
+ * again even if no heartbeat arrives.
+ */
+
+export interface PolicySettings {
+  idleUtilizationPercent: number;
+  hibernationWarningSeconds: number;
+  offlineAfterSeconds: number;
+  /** How long a hibernate command may stay unanswered before the instance goes back under watch. */
+  hibernateTimeoutSeconds: number;
+}
+
+export interface InstancePolicy {
+  enabled: boolean;
+  thresholdMinutes: number;
+  ignoreGpuProcesses: boolean;
+}
+
+/** The stored facts the policy reads and writes; everything else is derived. */
+export interface LifecycleFacts {
+  status: InstanceStatus;
+  /** Server time of the last applied heartbeat; null before the first one. */
+  lastHeartbeatAt: number | null;
+  /** Start of the current idle streak (server time); null when not idle. */
+  idleSince: number | null;
+  scheduledAt: number | null;
+  postponedUntil: number | null;
+  hibernateIssuedAt: number | null;
+  /** Start of the current online streak, for uptime. */
+  onlineSince: number | null;
+}
+
+export type PolicyInput =
+  | { kind: 'heartbeat'; observation: IdleObservation }
+  | { kind: 'tick' }
+  | { kind: 'keep_alive'; until: number }
+  | { kind: 'hibernate_now'; reason: string }
+  | { kind: 'policy_changed' }
+  | { kind: 'hibernate_result'; succeeded: boolean; detail: string };
+
+export interface PolicyEvent {
+  type: EventType;
+  reason: string;
+  data?: Record<string, unknown>;
+}
+
+export interface Decision {
+  facts: LifecycleFacts;
+  events: PolicyEvent[];
+  /** Queue a hibernate command now (the facts already say `hibernating`). */
+  issueHibernate: boolean;
+  /** The pending hibernate command went unanswered: mark it expired. */
+  expireHibernate: boolean;
+  /** Next time the sweeper must evaluate this instance without a heartbeat; null = never. */
+  deadline: number | null;
+}
+
+const MINUTE = 60_000;
+const SECOND = 1000;
+
+export function evaluate(
+  facts: LifecycleFacts,
+  policy: InstancePolicy,
+  input: PolicyInput,
+  settings: PolicySettings,
+  now: number,
+): Decision {
+  const step = new Step(facts, policy, settings, now);
+  switch (input.kind) {
+    case 'heartbeat':
+      step.heartbeat(input.observation);
+      break;
+    case 'tick':
+      step.tick();
+      break;
+    case 'keep_alive':
+      step.keepAlive(input.until);
+      break;
+    case 'hibernate_now':
+      step.hibernateNow(input.reason);
+      break;
+    case 'policy_changed':
+      step.policyChanged();
+      break;
+    case 'hibernate_result':
+      step.hibernateResult(input.succeeded, input.detail);
+      break;
+  }
+  return step.decision();
+}
+
+export function nextDeadline(facts: LifecycleFacts, settings: PolicySettings): number | null {
+  if (facts.status === 'hibernating') {
+    return (facts.hibernateIssuedAt ?? 0) + settings.hibernateTimeoutSeconds * SECOND;
+  }
+  if (facts.status !== 'active' && facts.status !== 'idle') return null;
+  const offlineAt = facts.lastHeartbeatAt === null ? null : facts.lastHeartbeatAt + settings.offlineAfterSeconds * SECOND;
+  const candidates = [offlineAt, facts.scheduledAt].filter((t): t is number => t !== null);
+  return candidates.length > 0 ? Math.min(...candidates) : null;
+}
+
+/** Idle time, measured between beats only: it never grows while no beat arrives. */
+export function idleSeconds(facts: LifecycleFacts): number {
+  if (facts.idleSince === null || facts.lastHeartbeatAt === null) return 0;
+  return Math.max(0, Math.floor((facts.lastHeartbeatAt - facts.idleSince) / SECOND));
+}
+
+/** The countdown every heartbeat carries: seconds to the scheduled hibernation, 0 once it is under way. */
+export function hibernateInSeconds(facts: LifecycleFacts, now: number): number | null {
+  if (facts.status === 'hibernating') return 0;
+  if (facts.scheduledAt === null) return null;
+  return Math.max(0, Math.ceil((facts.scheduledAt - now) / SECOND));
+}
+
+class Step {
+  private readonly f: LifecycleFacts;
+  private readonly events: PolicyEvent[] = [];
+  private issueHibernate = false;
+  private expireHibernate = false;
+
+  constructor(
+    facts: LifecycleFacts,
+    private readonly policy: InstancePolicy,
+    private readonly settings: PolicySettings,
+    private readonly now: number,
+  ) {
+    this.f = { ...facts };
+  }
+
+  decision(): Decision {
+    return {
+      facts: this.f,
+      events: this.events,
+      issueHibernate: this.issueHibernate,
+      expireHibernate: this.expireHibernate,
+      deadline: nextDeadline(this.f, this.settings),
+    };
+  }
+
+  private emit(type: EventType, reason: string, data?: Record<string, unknown>): void {
+    this.events.push(data ? { type, reason, data } : { type, reason });
+  }
+
+  private get thresholdMs(): number {
+    return this.policy.thresholdMinutes * MINUTE;
+  }
+
+  private cancelSchedule(reason: string): void {
+    if (this.f.scheduledAt === null) return;
+    this.emit('hibernation_cancelled', reason, { scheduled_at: new Date(this.f.scheduledAt).toISOString() });
+    this.f.scheduledAt = null;
+  }
+
+  heartbeat(obs: IdleObservation): void {
+    const { f, now } = this;
+    const previousBeat = f.lastHeartbeatAt;
+    const wasAway = f.status === 'offline' || f.status === 'hibernated';
+    if (f.status === 'hibernated') {
+      this.emit('woke', 'heartbeat received from a hibernated instance');
+    } else if (f.status === 'offline') {
+      this.emit(
+        'online',
+        previousBeat === null ? 'first heartbeat' : `heartbeat after ${Math.round((now - previousBeat) / SECOND)} s of silence`,
+      );
+    }
+    if (wasAway) f.onlineSince = now;
+    f.lastHeartbeatAt = now;
+
+    if (f.status === 'hibernating') {
+      // The hibernate command is out and its hook may be running: wait for its result or timeout.
+      return;
+    }
+
+    // Idle time is measured only across consecutive beats: a gap as long as the offline window
+    // (missed beats, a server restart) starts a new streak instead of counting the silence as idle.
+    const consecutive =
+      !wasAway && previousBeat !== null && now - previousBeat < this.settings.offlineAfterSeconds * SECOND;
+    const verdict = judgeIdle(obs, {
+      idleUtilizationPercent: this.settings.idleUtilizationPercent,
+      ignoreGpuProcesses: this.policy.ignoreGpuProcesses,
+    });
+
+    if (!verdict.idle) {
+      if (f.idleSince !== null) this.emit('active_again', verdict.reason);
+      f.idleSince = null;
+      f.status = 'active';
+      this.cancelSchedule(`activity: ${verdict.reason}`);
+      return;
+    }
+
+    let start = f.idleSince !== null && consecutive ? f.idleSince : now;
+    if (obs.lastActivityAt !== null) start = Math.max(start, Math.min(obs.lastActivityAt, now));
+    if (f.idleSince === null || !consecutive) {
+      this.emit('idle_detected', 'all GPUs below the idle threshold and no GPU process', {
+        idle_utilization_percent: this.settings.idleUtilizationPercent,
+      });
+    }
+    const cancelReason =
+      f.idleSince !== null && !consecutive
+        ? 'heartbeats were missed; the idle streak restarted'
+        : f.idleSince !== null && start > f.idleSince
+          ? 'activity: the agent reported recent activity (last_activity)'
+          : null;
+    f.idleSince = start;
+    f.status = 'idle';
+    this.reconsiderSchedule(cancelReason);
+  }
+
+  /** Schedules, keeps or cancels the hibernation of an idle instance, then fires it when due. */
+  private reconsiderSchedule(activityReason: string | null): void {
+    const { f, now } = this;
+    const idleMs = now - (f.idleSince ?? now);
+    const postponed = f.postponedUntil !== null && f.postponedUntil > now;
+    if (f.scheduledAt !== null) {
+      const reason = !this.policy.enabled
+        ? 'hibernation disabled'
+        : postponed
+          ? 'keep-alive'
+          : idleMs < this.thresholdMs
+            ? (activityReason ?? 'idle time below the threshold')
+            : null;
+      if (reason !== null) this.cancelSchedule(reason);
+    } else if (this.policy.enabled && !postponed && idleMs >= this.thresholdMs) {
+      f.scheduledAt = now + this.settings.hibernationWarningSeconds * SECOND;
+      this.emit('hibernation_scheduled', `idle for ${Math.floor(idleMs / SECOND)} s (threshold ${this.policy.thresholdMinutes} min)`, {
+        scheduled_at: new Date(f.scheduledAt).toISOString(),
+        idle_seconds: Math.floor(idleMs / SECOND),
+      });
+    }
+    this.fireIfDue();
+  }
+
+  private fireIfDue(): void {
+    const { f, now } = this;
+    if (f.scheduledAt === null || now < f.scheduledAt) return;
+    f.status = 'hibernating';
+    f.scheduledAt = null;
+    f.hibernateIssuedAt = now;
+    this.issueHibernate = true;
+  }
+
+  tick(): void {
+    const { f, now, settings } = this;
+    if (f.status === 'hibernating') {
+      if (f.hibernateIssuedAt !== null && now >= f.hibernateIssuedAt + settings.hibernateTimeoutSeconds * SECOND) {
+        this.expireHibernate = true;
+        this.backUnderWatch(`no result for the hibernate command within ${settings.hibernateTimeoutSeconds} s; nothing was stopped`);
+      }
+      return;
+    }
+    if (f.status !== 'active' && f.status !== 'idle') return;
+    if (f.lastHeartbeatAt !== null && now >= f.lastHeartbeatAt + settings.offlineAfterSeconds * SECOND) {
+      this.cancelSchedule('instance went offline');
+      f.status = 'offline';
+      f.idleSince = null;
+      f.onlineSince = null;
+      this.emit('offline', `no heartbeat for ${settings.offlineAfterSeconds} s`, {
+        last_heartbeat: new Date(f.lastHeartbeatAt).toISOString(),
+      });
+      return;
+    }
+    this.fireIfDue();
+  }
+
+  keepAlive(until: number): void {
+    this.f.postponedUntil = until;
+    this.emit('keep_alive', `hibernation postponed until ${new Date(until).toISOString()}`, {
+      postponed_until: new Date(until).toISOString(),
+    });
+    this.cancelSchedule('keep-alive');
+  }
+
+  /** An operator's explicit hibernate command: no idle check, no warning. */
+  hibernateNow(reason: string): void {
+    const { f, now } = this;
+    if (f.status === 'hibernating' || f.status === 'hibernated') return;
+    if (f.scheduledAt !== null) this.cancelSchedule(reason);
+    f.scheduledAt = now;
+    this.fireIfDue();
+  }
+
+  policyChanged(): void {
+    const { f } = this;
+    if (f.scheduledAt === null) return;
+    if (!this.policy.enabled) this.cancelSchedule('hibernation disabled');
+    else if (f.idleSince === null || this.now - f.idleSince < this.thresholdMs) this.cancelSchedule('threshold raised');
+  }
+
+  hibernateResult(succeeded: boolean, detail: string): void {
+    const { f } = this;
+    if (f.status !== 'hibernating') return;
+    if (succeeded) {
+      f.status = 'hibernated';
+      f.idleSince = null;
+      f.scheduledAt = null;
+      f.hibernateIssuedAt = null;
+      f.onlineSince = null;
+      this.emit('hibernated', 'the agent saved its state and confirmed the hibernate command', { detail });
+    } else {
+      this.backUnderWatch(`the hibernate command failed: ${detail}`);
+    }
+  }
+
+  /** After a failed or unanswered hibernation: no stop, a fresh idle streak, watched as usual. */
+  private backUnderWatch(reason: string): void {
+    const { f } = this;
+    this.emit('hibernation_failed', reason);
+    f.status = 'active';
+    f.idleSince = null;
+    f.scheduledAt = null;
+    f.hibernateIssuedAt = null;
+  }
+}

@@ -1,0 +1,49 @@
+import type { FastifyInstance } from 'fastify';
+import { ensureAdminKey } from './admin-key.js';
+import { systemClock, type Clock } from './clock.js';
+import type { ServerConfig } from './config.js';
+import { Sweeper } from './fleet/sweeper.js';
+import { buildApp } from './http/app.js';
+import { openStore } from './store/open-store.js';
+import type { FleetStore } from './store/store.js';
+
+export interface RunningServer {
+  app: FastifyInstance;
+  store: FleetStore;
+  sweeper: Sweeper;
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Opens the store, migrates, makes sure an admin key exists, serves, and sweeps. */
+export async function startServer(
+  config: ServerConfig,
+  options: { clock?: Clock; logger?: boolean; store?: FleetStore; sweep?: boolean; announce?: (line: string) => void } = {},
+): Promise<RunningServer> {
+  const clock = options.clock ?? systemClock;
+  const store = options.store ?? (await openStore(config.databaseUrl));
+  if (!config.adminKey) {
+    const created = await ensureAdminKey(store, config.dataDir, clock.now());
+    if (created) {
+      // Printed, not logged: a secret never goes into the structured logs.
+      (options.announce ?? ((line) => process.stderr.write(`${line}\n`)))(
+        `dumont: created an admin API key (also saved to ${created.file}):\n\n    ${created.key}\n`,
+      );
+    }
+  }
+  const app = await buildApp({ store, clock, config, logger: options.logger ?? true });
+  const sweeper = new Sweeper(store, clock, config, (error) => app.log.error({ err: error }, 'sweep failed'));
+  const address = await app.listen({ host: config.host, port: config.port });
+  if (options.sweep ?? true) sweeper.start();
+  return {
+    app,
+    store,
+    sweeper,
+    url: address,
+    async close() {
+      await sweeper.stop();
+      await app.close();
+      await store.close();
+    },
+  };
+}

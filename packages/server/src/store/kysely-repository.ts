@@ -1,0 +1,164 @@
+import type { Kysely } from 'kysely';
+import type { Database, CommandRow, InstanceUpdate, NewEventRow, NewInstanceRow } from './schema.js';
+import type { ApiKeyRow, FleetRepository, InstanceListQuery } from './store.js';
+
+const SUMMARY_COLUMNS = [
+  'instance_id',
+  'hostname',
+  'status',
+  'last_heartbeat_at',
+  'idle_since',
+  'utilization_percent',
+  'memory_used_mb',
+  'memory_total_mb',
+  'agent_version',
+  'gpu_count',
+  'scheduled_at',
+] as const;
+
+/** Every query of the store, written once in Kysely for both engines. */
+export class KyselyRepository implements FleetRepository {
+  constructor(
+    protected readonly db: Kysely<Database>,
+    private readonly rowLocks: boolean,
+  ) {}
+
+  async getInstance(instanceId: number, options?: { forUpdate?: boolean }) {
+    let q = this.db.selectFrom('instances').selectAll().where('instance_id', '=', instanceId);
+    if (options?.forUpdate && this.rowLocks) q = q.forUpdate();
+    return q.executeTakeFirst();
+  }
+
+  async findInstanceIdByTokenHash(tokenHash: string) {
+    const row = await this.db
+      .selectFrom('instances')
+      .select('instance_id')
+      .where('agent_token_hash', '=', tokenHash)
+      .executeTakeFirst();
+    return row?.instance_id;
+  }
+
+  async insertInstance(row: NewInstanceRow) {
+    await this.db.insertInto('instances').values(row).execute();
+  }
+
+  async updateInstance(instanceId: number, expectedVersion: number, patch: InstanceUpdate) {
+    const result = await this.db
+      .updateTable('instances')
+      .set({ ...patch, version: expectedVersion + 1 })
+      .where('instance_id', '=', instanceId)
+      .where('version', '=', expectedVersion)
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows) === 1;
+  }
+
+  async listInstances(query: InstanceListQuery) {
+    let q = this.db.selectFrom('instances').select(SUMMARY_COLUMNS);
+    if (query.owner !== null) q = q.where('owner', '=', query.owner);
+    if (query.status !== undefined) q = q.where('status', '=', query.status);
+    if (query.afterInstanceId !== undefined) q = q.where('instance_id', '>', query.afterInstanceId);
+    return q.orderBy('instance_id').limit(query.limit).execute();
+  }
+
+  async countInstancesByStatus(owner: string | null) {
+    let q = this.db
+      .selectFrom('instances')
+      .select(['status', (eb) => eb.fn.countAll<number>().as('n')])
+      .groupBy('status');
+    if (owner !== null) q = q.where('owner', '=', owner);
+    const rows = await q.execute();
+    return new Map(rows.map((r) => [r.status, Number(r.n)]));
+  }
+
+  async dueInstanceIds(now: number, limit: number) {
+    const rows = await this.db
+      .selectFrom('instances')
+      .select('instance_id')
+      .where('deadline', 'is not', null)
+      .where('deadline', '<=', now)
+      .orderBy('deadline')
+      .limit(limit)
+      .execute();
+    return rows.map((r) => r.instance_id);
+  }
+
+  async insertEvents(rows: NewEventRow[]) {
+    if (rows.length > 0) await this.db.insertInto('events').values(rows).execute();
+  }
+
+  async listEvents(instanceId: number, beforeId: number | undefined, limit: number) {
+    let q = this.db.selectFrom('events').selectAll().where('instance_id', '=', instanceId);
+    if (beforeId !== undefined) q = q.where('id', '<', beforeId);
+    return q.orderBy('id', 'desc').limit(limit).execute();
+  }
+
+  async insertCommand(row: CommandRow) {
+    await this.db.insertInto('commands').values(row).execute();
+  }
+
+  async openCommands(instanceId: number) {
+    return this.db
+      .selectFrom('commands')
+      .selectAll()
+      .where('instance_id', '=', instanceId)
+      .where('state', 'in', ['pending', 'delivered'])
+      .orderBy('issued_at')
+      .orderBy('id')
+      .execute();
+  }
+
+  async listCommands(instanceId: number, limit: number) {
+    return this.db
+      .selectFrom('commands')
+      .selectAll()
+      .where('instance_id', '=', instanceId)
+      .orderBy('issued_at', 'desc')
+      .orderBy('id', 'desc')
+      .limit(limit)
+      .execute();
+  }
+
+  async getCommand(commandId: string) {
+    return this.db.selectFrom('commands').selectAll().where('id', '=', commandId).executeTakeFirst();
+  }
+
+  async updateCommand(commandId: string, fromStates: readonly string[], patch: Partial<CommandRow>) {
+    const result = await this.db
+      .updateTable('commands')
+      .set(patch)
+      .where('id', '=', commandId)
+      .where('state', 'in', fromStates)
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows) === 1;
+  }
+
+  async findApiKey(keyHash: string) {
+    return this.db.selectFrom('api_keys').selectAll().where('key_hash', '=', keyHash).executeTakeFirst();
+  }
+
+  async insertApiKey(row: ApiKeyRow) {
+    await this.db.insertInto('api_keys').values(row).execute();
+  }
+
+  async countAdminKeys() {
+    const row = await this.db
+      .selectFrom('api_keys')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('is_admin', '=', 1)
+      .executeTakeFirstOrThrow();
+    return Number(row.n);
+  }
+
+  async getMeta(key: string) {
+    const row = await this.db.selectFrom('meta').select('value').where('key', '=', key).executeTakeFirst();
+    return row?.value;
+  }
+
+  async setMeta(key: string, value: string) {
+    await this.db
+      .insertInto('meta')
+      .values({ key, value })
+      .onConflict((oc) => oc.column('key').doUpdateSet({ value }))
+      .execute();
+  }
+}

@@ -1,0 +1,54 @@
+import pg from 'pg';
+import { Kysely, PostgresDialect, sql } from 'kysely';
+import { KyselyRepository } from './kysely-repository.js';
+import { migrateToLatest } from './migrate.js';
+import type { Database } from './schema.js';
+import type { FleetRepository, FleetStore } from './store.js';
+
+const INT8_OID = 20;
+
+/** PostgreSQL: commits are durable as they return (synchronous_commit), rows are locked FOR UPDATE. */
+export class PostgresStore extends KyselyRepository implements FleetStore {
+  readonly dialect = 'postgres' as const;
+
+  private constructor(private readonly kysely: Kysely<Database>) {
+    super(kysely, true);
+  }
+
+  /** `schema`, when given, is created if missing and used as the search path (tests isolate runs so). */
+  static async open(connectionString: string, options: { schema?: string; poolSize?: number } = {}): Promise<PostgresStore> {
+    if (options.schema !== undefined && !/^[a-z_][a-z0-9_]*$/.test(options.schema)) {
+      throw new Error(`invalid schema name: ${options.schema}`);
+    }
+    const pool = new pg.Pool({
+      connectionString,
+      max: options.poolSize ?? 10,
+      ...(options.schema ? { options: `-c search_path=${options.schema}` } : {}),
+      // Times are epoch milliseconds in bigint columns: well inside Number's safe range.
+      types: {
+        getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+          oid === INT8_OID ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+      },
+    });
+    const kysely = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+    if (options.schema) await sql`create schema if not exists ${sql.id(options.schema)}`.execute(kysely);
+    await migrateToLatest(kysely, 'postgres');
+    return new PostgresStore(kysely);
+  }
+
+  transaction<T>(work: (repo: FleetRepository) => Promise<T>): Promise<T> {
+    return this.kysely.transaction().execute((trx) => work(new KyselyRepository(trx, true)));
+  }
+
+  async syncDurable(): Promise<void> {
+    // Every commit already waited for its WAL flush.
+  }
+
+  async ping(): Promise<void> {
+    await sql`select 1`.execute(this.kysely);
+  }
+
+  async close(): Promise<void> {
+    await this.kysely.destroy();
+  }
+}

@@ -1,0 +1,96 @@
+import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely';
+
+/**
+ * The tables, as both drivers return them: times are epoch milliseconds (bigint in PostgreSQL, parsed
+ * to number), booleans are 0/1 integers, JSON is text. One shape for SQLite and PostgreSQL.
+ */
+export interface Database {
+  instances: InstancesTable;
+  api_keys: ApiKeysTable;
+  commands: CommandsTable;
+  events: EventsTable;
+  meta: MetaTable;
+}
+
+export interface InstancesTable {
+  instance_id: number;
+  owner: string;
+  agent_token_hash: string;
+  hostname: string | null;
+  registered_at: number;
+  status: string;
+  last_heartbeat_at: number | null;
+  online_since: number | null;
+  idle_since: number | null;
+  scheduled_at: number | null;
+  postponed_until: number | null;
+  hibernate_issued_at: number | null;
+  hibernate_command_id: string | null;
+  /** When the sweeper must look at this row next; indexed, null = never. */
+  deadline: number | null;
+  hibernation_enabled: number;
+  /** null = the server default (DUMONT_IDLE_THRESHOLD_MINUTES). */
+  threshold_minutes: number | null;
+  ignore_gpu_processes: number;
+  heartbeat_count: number;
+  agent_timestamp: string | null;
+  agent_timestamp_ms: number | null;
+  utilization_percent: number | null;
+  memory_used_mb: number | null;
+  memory_total_mb: number | null;
+  temperature_celsius: number | null;
+  power_watts: number | null;
+  gpus_json: string;
+  gpu_count: number;
+  process_count: number | null;
+  active_users: number | null;
+  last_activity: string | null;
+  agent_version: string | null;
+  collector_errors_json: string;
+  /** Commands pending or delivered but unacknowledged: lets a heartbeat skip the commands query. */
+  open_commands: number;
+  /** Bumped by every write; updates are compare-and-set on it. */
+  version: number;
+}
+
+export interface ApiKeysTable {
+  key_hash: string;
+  owner: string;
+  is_admin: number;
+  label: string | null;
+  created_at: number;
+}
+
+export interface CommandsTable {
+  id: string;
+  instance_id: number;
+  type: string;
+  args_json: string;
+  state: string;
+  issued_at: number;
+  issued_by: string;
+  delivered_at: number | null;
+  completed_at: number | null;
+  detail: string | null;
+}
+
+export interface EventsTable {
+  id: Generated<number>;
+  instance_id: number;
+  at: number;
+  type: string;
+  reason: string;
+  data_json: string;
+}
+
+export interface MetaTable {
+  key: string;
+  value: ColumnType<string, string, string>;
+}
+
+export type InstanceRow = Selectable<InstancesTable>;
+export type NewInstanceRow = Insertable<InstancesTable>;
+export type InstanceUpdate = Updateable<InstancesTable>;
+export type CommandRow = Selectable<CommandsTable>;
+export type EventRow = Selectable<EventsTable>;
+export type NewEventRow = Insertable<EventsTable>;

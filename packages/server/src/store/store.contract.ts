@@ -1,0 +1,144 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { TestBackend } from '../test-support/backends.js';
+import type { NewInstanceRow } from './schema.js';
+import type { FleetStore } from './store.js';
+
+const T = 1_767_225_600_000; // epoch ms well past 2^32, as real timestamps are
+
+export function instanceRow(instanceId: number, overrides: Partial<NewInstanceRow> = {}): NewInstanceRow {
+  return {
+    instance_id: instanceId,
+    owner: 'alice',
+    agent_token_hash: `hash-${instanceId}`,
+    hostname: `gpu-${instanceId}`,
+    registered_at: T,
+    status: 'offline',
+    hibernation_enabled: 1,
+    ignore_gpu_processes: 0,
+    heartbeat_count: 0,
+    gpus_json: '[]',
+    gpu_count: 0,
+    collector_errors_json: '[]',
+    open_commands: 0,
+    version: 0,
+    ...overrides,
+  };
+}
+
+/** The one store contract, run against every backend (see store.test.ts). */
+export function storeContract(backend: TestBackend): void {
+  describe.skipIf(backend.skipReason !== null)(`store contract: ${backend.name}`, () => {
+    let db: Awaited<ReturnType<TestBackend['open']>>;
+    let store: FleetStore;
+    beforeEach(async () => {
+      db = await backend.open();
+      store = db.store;
+    });
+    afterEach(async () => {
+      await store.close();
+      await db.dispose();
+    });
+
+    it('round-trips an instance with millisecond times and nulls as numbers and nulls', async () => {
+      await store.insertInstance(instanceRow(456789, { last_heartbeat_at: T + 1, deadline: T + 90_000, threshold_minutes: 0.05 }));
+      const row = await store.getInstance(456789);
+      expect(row).toMatchObject({ instance_id: 456789, last_heartbeat_at: T + 1, deadline: T + 90_000, threshold_minutes: 0.05, idle_since: null, version: 0 });
+      expect(typeof row!.heartbeat_count).toBe('number');
+      expect(await store.getInstance(1)).toBeUndefined();
+      expect(await store.findInstanceIdByTokenHash('hash-456789')).toBe(456789);
+      expect(await store.findInstanceIdByTokenHash('nope')).toBeUndefined();
+    });
+
+    it('updates only when the version matches (compare-and-set)', async () => {
+      await store.insertInstance(instanceRow(1));
+      expect(await store.updateInstance(1, 0, { status: 'active' })).toBe(true);
+      expect(await store.updateInstance(1, 0, { status: 'idle' })).toBe(false);
+      expect(await store.getInstance(1)).toMatchObject({ status: 'active', version: 1 });
+      expect(await store.updateInstance(2, 0, { status: 'idle' })).toBe(false);
+    });
+
+    it('rolls a failed transaction back entirely', async () => {
+      await store.insertInstance(instanceRow(1));
+      await expect(
+        store.transaction(async (repo) => {
+          await repo.updateInstance(1, 0, { status: 'idle' });
+          await repo.insertEvents([{ instance_id: 1, at: T, type: 'idle_detected', reason: 'x', data_json: '{}' }]);
+          throw new Error('boom');
+        }),
+      ).rejects.toThrow('boom');
+      expect(await store.getInstance(1)).toMatchObject({ status: 'offline', version: 0 });
+      expect(await store.listEvents(1, undefined, 10)).toEqual([]);
+    });
+
+    it('lists by owner and status in id order with keyset paging, and counts by status', async () => {
+      for (let id = 1; id <= 25; id++) {
+        await store.insertInstance(instanceRow(id, { owner: id % 5 === 0 ? 'bob' : 'alice', status: id % 2 === 0 ? 'idle' : 'active' }));
+      }
+      const page1 = await store.listInstances({ owner: 'alice', limit: 7 });
+      expect(page1.map((r) => r.instance_id)).toEqual([1, 2, 3, 4, 6, 7, 8]);
+      const page2 = await store.listInstances({ owner: 'alice', limit: 7, afterInstanceId: 8 });
+      expect(page2[0]!.instance_id).toBe(9);
+      const idle = await store.listInstances({ owner: null, status: 'idle', limit: 100 });
+      expect(idle.every((r) => r.status === 'idle')).toBe(true);
+      expect(idle).toHaveLength(12);
+      expect(Object.fromEntries(await store.countInstancesByStatus('bob'))).toEqual({ active: 3, idle: 2 });
+      expect(Object.fromEntries(await store.countInstancesByStatus(null))).toEqual({ active: 13, idle: 12 });
+    });
+
+    it('returns only due deadlines, soonest first, up to the limit', async () => {
+      await store.insertInstance(instanceRow(1, { deadline: T + 30 }));
+      await store.insertInstance(instanceRow(2, { deadline: T + 10 }));
+      await store.insertInstance(instanceRow(3, { deadline: T + 1000 }));
+      await store.insertInstance(instanceRow(4, { deadline: null }));
+      await store.insertInstance(instanceRow(5, { deadline: T + 20 }));
+      expect(await store.dueInstanceIds(T + 30, 10)).toEqual([2, 5, 1]);
+      expect(await store.dueInstanceIds(T + 30, 2)).toEqual([2, 5]);
+      expect(await store.dueInstanceIds(T, 10)).toEqual([]);
+    });
+
+    it('pages events newest first', async () => {
+      await store.insertInstance(instanceRow(1));
+      await store.insertEvents(
+        Array.from({ length: 5 }, (_, i) => ({ instance_id: 1, at: T + i, type: 'keep_alive', reason: `r${i}`, data_json: `{"i":${i}}` })),
+      );
+      const first = await store.listEvents(1, undefined, 2);
+      expect(first.map((e) => e.reason)).toEqual(['r4', 'r3']);
+      const next = await store.listEvents(1, first[1]!.id, 10);
+      expect(next.map((e) => e.reason)).toEqual(['r2', 'r1', 'r0']);
+      expect(typeof next[0]!.id).toBe('number');
+    });
+
+    it('changes a command only from the expected states', async () => {
+      await store.insertInstance(instanceRow(1));
+      const base = { instance_id: 1, type: 'snapshot', args_json: '{}', issued_by: 'x', delivered_at: null, completed_at: null, detail: null };
+      await store.insertCommand({ ...base, id: 'a', state: 'pending', issued_at: T });
+      await store.insertCommand({ ...base, id: 'b', state: 'delivered', issued_at: T + 1 });
+      await store.insertCommand({ ...base, id: 'c', state: 'succeeded', issued_at: T + 2 });
+      expect((await store.openCommands(1)).map((c) => c.id)).toEqual(['a', 'b']);
+      expect(await store.updateCommand('b', ['pending', 'delivered'], { state: 'succeeded', completed_at: T + 5 })).toBe(true);
+      expect(await store.updateCommand('b', ['pending', 'delivered'], { state: 'failed' })).toBe(false);
+      expect(await store.getCommand('b')).toMatchObject({ state: 'succeeded', completed_at: T + 5 });
+      expect((await store.listCommands(1, 2)).map((c) => c.id)).toEqual(['c', 'b']);
+    });
+
+    it('stores API keys by hash and meta values', async () => {
+      expect(await store.countAdminKeys()).toBe(0);
+      await store.insertApiKey({ key_hash: 'h1', owner: 'root', is_admin: 1, label: null, created_at: T });
+      await store.insertApiKey({ key_hash: 'h2', owner: 'alice', is_admin: 0, label: 'ci', created_at: T });
+      expect(await store.countAdminKeys()).toBe(1);
+      expect(await store.findApiKey('h2')).toMatchObject({ owner: 'alice', is_admin: 0 });
+      await store.setMeta('k', 'v1');
+      await store.setMeta('k', 'v2');
+      expect(await store.getMeta('k')).toBe('v2');
+    });
+
+    it('keeps everything across a reopen (migrations are idempotent)', async () => {
+      await store.insertInstance(instanceRow(7, { scheduled_at: T + 300_000 }));
+      await store.syncDurable();
+      await store.close();
+      store = await db.reopen();
+      expect(await store.getInstance(7)).toMatchObject({ scheduled_at: T + 300_000 });
+      await store.ping();
+    });
+  });
+}

@@ -1,0 +1,79 @@
+import type { CommandRow, EventRow, InstanceRow, InstanceUpdate, NewEventRow, NewInstanceRow } from './schema.js';
+
+/**
+ * The one store contract. The fleet service talks only to this; `sqlite-store.ts` and
+ * `postgres-store.ts` provide it and `store.contract.ts` runs the same suite against both.
+ */
+export interface FleetRepository {
+  getInstance(instanceId: number, options?: { forUpdate?: boolean }): Promise<InstanceRow | undefined>;
+  findInstanceIdByTokenHash(tokenHash: string): Promise<number | undefined>;
+  insertInstance(row: NewInstanceRow): Promise<void>;
+  /** Compare-and-set on `version`: false when another writer got there first (or no such row). */
+  updateInstance(instanceId: number, expectedVersion: number, patch: InstanceUpdate): Promise<boolean>;
+  listInstances(query: InstanceListQuery): Promise<InstanceSummaryRow[]>;
+  countInstancesByStatus(owner: string | null): Promise<Map<string, number>>;
+  /** Instances whose deadline has passed, soonest first. */
+  dueInstanceIds(now: number, limit: number): Promise<number[]>;
+
+  insertEvents(rows: NewEventRow[]): Promise<void>;
+  /** Newest first; `beforeId` pages backwards. */
+  listEvents(instanceId: number, beforeId: number | undefined, limit: number): Promise<EventRow[]>;
+
+  insertCommand(row: CommandRow): Promise<void>;
+  /** Commands pending or delivered and not yet acknowledged, oldest first. */
+  openCommands(instanceId: number): Promise<CommandRow[]>;
+  listCommands(instanceId: number, limit: number): Promise<CommandRow[]>;
+  getCommand(commandId: string): Promise<CommandRow | undefined>;
+  /** Conditional: changes the command only while its state is one of `fromStates`. */
+  updateCommand(commandId: string, fromStates: readonly string[], patch: Partial<CommandRow>): Promise<boolean>;
+
+  findApiKey(keyHash: string): Promise<ApiKeyRow | undefined>;
+  insertApiKey(row: ApiKeyRow): Promise<void>;
+  countAdminKeys(): Promise<number>;
+  getMeta(key: string): Promise<string | undefined>;
+  setMeta(key: string, value: string): Promise<void>;
+}
+
+export interface FleetStore extends FleetRepository {
+  readonly dialect: 'sqlite' | 'postgres';
+  /** Runs `work` in one transaction; reads with `forUpdate` lock their row where the engine can. */
+  transaction<T>(work: (repo: FleetRepository) => Promise<T>): Promise<T>;
+  /**
+   * Makes every commit so far survive a power cut. Called before answering a request that changed a
+   * status, a command or an event; plain metric updates rely on the next beat instead.
+   */
+  syncDurable(): Promise<void>;
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface InstanceListQuery {
+  /** null = every owner (admin). */
+  owner: string | null;
+  status?: string | undefined;
+  afterInstanceId?: number | undefined;
+  limit: number;
+}
+
+export type InstanceSummaryRow = Pick<
+  InstanceRow,
+  | 'instance_id'
+  | 'hostname'
+  | 'status'
+  | 'last_heartbeat_at'
+  | 'idle_since'
+  | 'utilization_percent'
+  | 'memory_used_mb'
+  | 'memory_total_mb'
+  | 'agent_version'
+  | 'gpu_count'
+  | 'scheduled_at'
+>;
+
+export interface ApiKeyRow {
+  key_hash: string;
+  owner: string;
+  is_admin: number;
+  label: string | null;
+  created_at: number;
+}
