@@ -10,8 +10,8 @@ import type { ServerConfig } from '../config.js';
 import { evaluate, hibernateInSeconds } from '../policy/hibernation-policy.js';
 import type { IdleObservation } from '../policy/idle-observation.js';
 import { sameHash } from '../secrets.js';
-import type { InstanceRow, InstanceUpdate } from '../store/schema.js';
-import type { FleetRepository, FleetStore } from '../store/store.js';
+import type { InstanceUpdate } from '../store/schema.js';
+import type { FleetRepository, FleetStore, LifecycleRow } from '../store/store.js';
 import { InstanceWrite, policyOf } from './lifecycle-rows.js';
 import { iso } from './views.js';
 
@@ -73,7 +73,7 @@ export class HeartbeatService {
   async ingest(tokenHash: string, beat: HeartbeatRequest): Promise<HeartbeatResponse> {
     const now = this.clock.now();
     const outcome = await this.store.transaction(async (repo) => {
-      const row = await repo.getInstance(beat.instance_id, { forUpdate: true });
+      const row = await repo.getLifecycle(beat.instance_id, { forUpdate: true });
       if (!row || !sameHash(row.agent_token_hash, tokenHash)) return null;
       return this.applyBeat(repo, row, beat, now);
     });
@@ -94,7 +94,7 @@ export class HeartbeatService {
     };
   }
 
-  private async applyBeat(repo: FleetRepository, row: InstanceRow, beat: HeartbeatRequest, now: number) {
+  private async applyBeat(repo: FleetRepository, row: LifecycleRow, beat: HeartbeatRequest, now: number) {
     const write = new InstanceWrite(row, now);
     const policy = policyOf(row, this.config);
     const beatAt = Date.parse(beat.timestamp);

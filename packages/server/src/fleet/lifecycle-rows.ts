@@ -1,14 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import type { CommandType } from '@dumont/protocol';
 import type { Decision, InstancePolicy, LifecycleFacts, PolicyEvent } from '../policy/hibernation-policy.js';
-import type { InstanceRow, InstanceUpdate, NewEventRow } from '../store/schema.js';
-import type { FleetRepository } from '../store/store.js';
+import type { InstanceUpdate, NewEventRow } from '../store/schema.js';
+import type { FleetRepository, LifecycleRow } from '../store/store.js';
 import type { ServerConfig } from '../config.js';
 import { DumontError } from '@dumont/protocol';
 
 /** Maps stored rows to the policy's facts and back, and writes a decision inside a transaction. */
 
-export function factsOf(row: InstanceRow): LifecycleFacts {
+export function factsOf(row: LifecycleRow): LifecycleFacts {
   return {
     status: row.status as LifecycleFacts['status'],
     lastHeartbeatAt: row.last_heartbeat_at,
@@ -20,7 +20,7 @@ export function factsOf(row: InstanceRow): LifecycleFacts {
   };
 }
 
-export function policyOf(row: InstanceRow, config: ServerConfig): InstancePolicy {
+export function policyOf(row: LifecycleRow, config: ServerConfig): InstancePolicy {
   return {
     enabled: row.hibernation_enabled === 1,
     thresholdMinutes: row.threshold_minutes ?? config.idleThresholdMinutes,
@@ -61,7 +61,7 @@ export class InstanceWrite {
   durable = false;
 
   constructor(
-    readonly row: InstanceRow,
+    readonly row: LifecycleRow,
     private readonly now: number,
   ) {
     this.facts = factsOf(row);

@@ -164,18 +164,18 @@ export class OperatorService {
   }
 
   async createCommand(operator: Operator, instanceId: number, request: CreateCommandRequest): Promise<CommandView> {
-    let commandId = '';
-    await this.transition(operator, instanceId, async (row, write, repo) => {
+    let commandId: string | null = null;
+    const row = await this.transition(operator, instanceId, async (current, write, repo) => {
       if (request.type === 'hibernate') {
-        if (row.status === 'hibernating' || row.status === 'hibernated') {
-          throw new DumontError('instance_hibernating', `instance ${instanceId} is already ${row.status}`);
+        if (current.status === 'hibernating' || current.status === 'hibernated') {
+          throw new DumontError('instance_hibernating', `instance ${instanceId} is already ${current.status}`);
         }
         return { kind: 'hibernate_now', reason: `hibernate requested by ${operator.owner}` };
       }
       commandId = await write.issueCommand(repo, request.type, request.args ?? {}, `owner ${operator.owner}`, `requested by ${operator.owner}`);
       return { kind: 'tick' };
     });
-    const command = await this.store.getCommand(commandId || (await this.store.getInstance(instanceId))!.hibernate_command_id!);
+    const command = await this.store.getCommand(commandId ?? row.hibernate_command_id!);
     return toCommandView(command!);
   }
 

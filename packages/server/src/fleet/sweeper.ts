@@ -29,7 +29,7 @@ export class Sweeper {
       const due = await this.store.dueInstanceIds(now, BATCH);
       for (const instanceId of due) {
         const moved = await this.store.transaction(async (repo) => {
-          const row = await repo.getInstance(instanceId, { forUpdate: true });
+          const row = await repo.getLifecycle(instanceId, { forUpdate: true });
           // Another replica (or a heartbeat) may have handled it since we listed it.
           if (!row || row.deadline === null || row.deadline > now) return false;
           const write = new InstanceWrite(row, now);

@@ -1,6 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { Database, CommandRow, InstanceUpdate, NewEventRow, NewInstanceRow } from './schema.js';
-import type { ApiKeyRow, FleetRepository, InstanceListQuery } from './store.js';
+import { LIFECYCLE_COLUMNS, type ApiKeyRow, type FleetRepository, type InstanceListQuery } from './store.js';
 
 const SUMMARY_COLUMNS = [
   'instance_id',
@@ -25,6 +25,12 @@ export class KyselyRepository implements FleetRepository {
 
   async getInstance(instanceId: number, options?: { forUpdate?: boolean }) {
     let q = this.db.selectFrom('instances').selectAll().where('instance_id', '=', instanceId);
+    if (options?.forUpdate && this.rowLocks) q = q.forUpdate();
+    return q.executeTakeFirst();
+  }
+
+  async getLifecycle(instanceId: number, options?: { forUpdate?: boolean }) {
+    let q = this.db.selectFrom('instances').select(LIFECYCLE_COLUMNS).where('instance_id', '=', instanceId);
     if (options?.forUpdate && this.rowLocks) q = q.forUpdate();
     return q.executeTakeFirst();
   }

@@ -7,12 +7,13 @@ export type Dialect = 'sqlite' | 'postgres';
  * a released migration; add the next one.
  */
 export function migrations(dialect: Dialect): Record<string, Migration> {
+  // SQLite: an `integer primary key` is the rowid itself, one b-tree lookup instead of two.
   return {
     '0001_initial': {
       async up(db: Kysely<any>) {
         await db.schema
           .createTable('instances')
-          .addColumn('instance_id', 'bigint', (c) => c.primaryKey())
+          .addColumn('instance_id', dialect === 'sqlite' ? 'integer' : 'bigint', (c) => c.primaryKey())
           .addColumn('owner', 'text', (c) => c.notNull())
           .addColumn('agent_token_hash', 'text', (c) => c.notNull().unique())
           .addColumn('hostname', 'text')

@@ -32,7 +32,8 @@ export class PostgresStore extends KyselyRepository implements FleetStore {
     });
     const kysely = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     if (options.schema) await sql`create schema if not exists ${sql.id(options.schema)}`.execute(kysely);
-    await migrateToLatest(kysely, 'postgres');
+    const { rows } = await sql<{ schema: string }>`select current_schema() as schema`.execute(kysely);
+    await migrateToLatest(kysely, 'postgres', rows[0]?.schema ?? 'public');
     return new PostgresStore(kysely);
   }
 

@@ -1,11 +1,36 @@
-import { closeSync, fdatasyncSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, fdatasync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import SQLite from 'better-sqlite3';
-import { Kysely, SqliteDialect, sql } from 'kysely';
+import { Kysely, SqliteDialect, sql, type SqliteDatabase, type SqliteStatement } from 'kysely';
+import { GroupCommit } from './group-commit.js';
 import { KyselyRepository } from './kysely-repository.js';
 import { migrateToLatest } from './migrate.js';
 import type { Database } from './schema.js';
 import type { FleetRepository, FleetStore } from './store.js';
+
+const STATEMENT_CACHE_SIZE = 256;
+
+/**
+ * Kysely prepares every query anew; preparing costs more than running a point query. The store's
+ * queries come in a few dozen shapes, so their statements are kept (least recently used out).
+ */
+function withStatementCache(db: SQLite.Database): SqliteDatabase {
+  const cache = new Map<string, SqliteStatement>();
+  return {
+    close: () => db.close(),
+    prepare(text: string) {
+      let statement = cache.get(text);
+      if (statement) {
+        cache.delete(text);
+      } else {
+        statement = db.prepare(text) as unknown as SqliteStatement;
+        if (cache.size >= STATEMENT_CACHE_SIZE) cache.delete(cache.keys().next().value!);
+      }
+      cache.set(text, statement);
+      return statement;
+    },
+  };
+}
 
 /**
  * Embedded SQLite in WAL mode with synchronous=NORMAL: a commit survives a crash of the process at
@@ -15,6 +40,11 @@ import type { FleetRepository, FleetStore } from './store.js';
 export class SqliteStore extends KyselyRepository implements FleetStore {
   readonly dialect = 'sqlite' as const;
   private walFd: number | null = null;
+  private readonly groupCommit: GroupCommit;
+  /** Commits so far, and how many of them an fdatasync has covered: lets concurrent syncs share one. */
+  private commits = 0;
+  private synced = 0;
+  private syncing: Promise<void> | null = null;
 
   private constructor(
     private readonly kysely: Kysely<Database>,
@@ -22,6 +52,7 @@ export class SqliteStore extends KyselyRepository implements FleetStore {
     private readonly file: string,
   ) {
     super(kysely, false);
+    this.groupCommit = new GroupCommit(kysely);
   }
 
   static async open(file: string): Promise<SqliteStore> {
@@ -31,19 +62,38 @@ export class SqliteStore extends KyselyRepository implements FleetStore {
     sqlite.pragma('synchronous = NORMAL');
     sqlite.pragma('foreign_keys = ON');
     sqlite.pragma('busy_timeout = 5000');
-    const kysely = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+    const kysely = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
     const store = new SqliteStore(kysely, sqlite, file);
     await migrateToLatest(kysely, 'sqlite');
     if (file !== ':memory:') store.walFd = openSync(`${file}-wal`, 'r');
     return store;
   }
 
-  transaction<T>(work: (repo: FleetRepository) => Promise<T>): Promise<T> {
-    return this.kysely.transaction().execute((trx) => work(new KyselyRepository(trx, false)));
+  async transaction<T>(work: (repo: FleetRepository) => Promise<T>): Promise<T> {
+    const result = await this.groupCommit.run((trx) => work(new KyselyRepository(trx, false)));
+    this.commits += 1;
+    return result;
   }
 
+  /** One fdatasync (off the event loop) covers every commit made before it started. */
   async syncDurable(): Promise<void> {
-    if (this.walFd !== null) fdatasyncSync(this.walFd);
+    const fd = this.walFd;
+    if (fd === null) return;
+    const target = this.commits;
+    while (this.synced < target) {
+      if (!this.syncing) {
+        const covering = this.commits;
+        this.syncing = new Promise<void>((resolve, reject) =>
+          fdatasync(fd, (error) => (error ? reject(error) : resolve())),
+        ).then(() => {
+          this.synced = Math.max(this.synced, covering);
+        });
+        this.syncing.finally(() => {
+          this.syncing = null;
+        }).catch(() => {});
+      }
+      await this.syncing;
+    }
   }
 
   async ping(): Promise<void> {

@@ -6,6 +6,8 @@ import type { CommandRow, EventRow, InstanceRow, InstanceUpdate, NewEventRow, Ne
  */
 export interface FleetRepository {
   getInstance(instanceId: number, options?: { forUpdate?: boolean }): Promise<InstanceRow | undefined>;
+  /** Only the columns a lifecycle transition reads: the heartbeat's hot path skips metrics and JSON. */
+  getLifecycle(instanceId: number, options?: { forUpdate?: boolean }): Promise<LifecycleRow | undefined>;
   findInstanceIdByTokenHash(tokenHash: string): Promise<number | undefined>;
   insertInstance(row: NewInstanceRow): Promise<void>;
   /** Compare-and-set on `version`: false when another writer got there first (or no such row). */
@@ -46,6 +48,30 @@ export interface FleetStore extends FleetRepository {
   ping(): Promise<void>;
   close(): Promise<void>;
 }
+
+export const LIFECYCLE_COLUMNS = [
+  'instance_id',
+  'owner',
+  'agent_token_hash',
+  'status',
+  'last_heartbeat_at',
+  'online_since',
+  'idle_since',
+  'scheduled_at',
+  'postponed_until',
+  'hibernate_issued_at',
+  'hibernate_command_id',
+  'deadline',
+  'hibernation_enabled',
+  'threshold_minutes',
+  'ignore_gpu_processes',
+  'heartbeat_count',
+  'agent_timestamp_ms',
+  'open_commands',
+  'version',
+] as const satisfies readonly (keyof InstanceRow)[];
+
+export type LifecycleRow = Pick<InstanceRow, (typeof LIFECYCLE_COLUMNS)[number]>;
 
 export interface InstanceListQuery {
   /** null = every owner (admin). */
