@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import { CompiledQuery, type Kysely } from 'kysely';
 import type { Database } from './schema.js';
 
 interface Pending<R> {
@@ -8,6 +8,10 @@ interface Pending<R> {
 }
 
 const MAX_BATCH = 256;
+// Raw statements: building Kysely's savepoint commands costs more than running them.
+const SAVEPOINT = CompiledQuery.raw('savepoint item');
+const RELEASE = CompiledQuery.raw('release item');
+const ROLLBACK_TO = CompiledQuery.raw('rollback to item');
 
 /**
  * Group commit for the single SQLite connection: transactions that arrive while one is running are
@@ -49,16 +53,19 @@ export class GroupCommit {
       for (const item of batch) item.reject(error);
       return;
     }
+    // A lone transaction needs no savepoint: if it fails, the whole transaction rolls back.
+    const isolate = batch.length > 1;
     try {
       for (const item of batch) {
-        const savepoint = await trx.savepoint('item').execute();
+        if (isolate) await trx.executeQuery(SAVEPOINT);
         try {
-          const value = await item.work(savepoint);
-          await savepoint.releaseSavepoint('item').execute();
+          const value = await item.work(trx);
+          if (isolate) await trx.executeQuery(RELEASE);
           settled.push(() => item.resolve(value));
         } catch (error) {
-          await savepoint.rollbackToSavepoint('item').execute();
-          await savepoint.releaseSavepoint('item').execute();
+          if (!isolate) throw error;
+          await trx.executeQuery(ROLLBACK_TO);
+          await trx.executeQuery(RELEASE);
           settled.push(() => item.reject(error));
         }
       }

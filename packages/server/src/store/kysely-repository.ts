@@ -1,4 +1,5 @@
 import type { Kysely } from 'kysely';
+import { QueryTemplates } from './query-templates.js';
 import type { Database, CommandRow, InstanceUpdate, NewEventRow, NewInstanceRow } from './schema.js';
 import { LIFECYCLE_COLUMNS, type ApiKeyRow, type FleetRepository, type InstanceListQuery } from './store.js';
 
@@ -21,6 +22,8 @@ export class KyselyRepository implements FleetRepository {
   constructor(
     protected readonly db: Kysely<Database>,
     private readonly rowLocks: boolean,
+    /** Shared by a store and its transactions: the heartbeat's hot queries, compiled once. */
+    protected readonly templates: QueryTemplates = new QueryTemplates(),
   ) {}
 
   async getInstance(instanceId: number, options?: { forUpdate?: boolean }) {
@@ -30,9 +33,13 @@ export class KyselyRepository implements FleetRepository {
   }
 
   async getLifecycle(instanceId: number, options?: { forUpdate?: boolean }) {
-    let q = this.db.selectFrom('instances').select(LIFECYCLE_COLUMNS).where('instance_id', '=', instanceId);
-    if (options?.forUpdate && this.rowLocks) q = q.forUpdate();
-    return q.executeTakeFirst();
+    const lock = options?.forUpdate === true && this.rowLocks;
+    const query = this.templates.bind(lock ? 'lifecycle-locked' : 'lifecycle', [instanceId], ([id]) => {
+      const q = this.db.selectFrom('instances').select(LIFECYCLE_COLUMNS).where('instance_id', '=', id as number);
+      return (lock ? q.forUpdate() : q).compile();
+    });
+    const { rows } = await this.db.executeQuery(query);
+    return rows[0];
   }
 
   async findInstanceIdByTokenHash(tokenHash: string) {
@@ -49,13 +56,18 @@ export class KyselyRepository implements FleetRepository {
   }
 
   async updateInstance(instanceId: number, expectedVersion: number, patch: InstanceUpdate) {
-    const result = await this.db
-      .updateTable('instances')
-      .set({ ...patch, version: expectedVersion + 1 })
-      .where('instance_id', '=', instanceId)
-      .where('version', '=', expectedVersion)
-      .executeTakeFirst();
-    return Number(result.numUpdatedRows) === 1;
+    const columns = (Object.keys(patch) as (keyof InstanceUpdate)[]).filter((c) => patch[c] !== undefined && c !== 'version');
+    const parameters = [...columns.map((c) => patch[c]), expectedVersion + 1, instanceId, expectedVersion];
+    const query = this.templates.bind(`update:${columns.join(',')}`, parameters, (p) =>
+      this.db
+        .updateTable('instances')
+        .set({ ...Object.fromEntries(columns.map((c, i) => [c, p[i]])), version: p[columns.length] as number })
+        .where('instance_id', '=', p[columns.length + 1] as number)
+        .where('version', '=', p[columns.length + 2] as number)
+        .compile(),
+    );
+    const result = await this.db.executeQuery(query);
+    return Number(result.numAffectedRows) === 1;
   }
 
   async listInstances(query: InstanceListQuery) {

@@ -38,7 +38,7 @@ export class PostgresStore extends KyselyRepository implements FleetStore {
   }
 
   transaction<T>(work: (repo: FleetRepository) => Promise<T>): Promise<T> {
-    return this.kysely.transaction().execute((trx) => work(new KyselyRepository(trx, true)));
+    return this.kysely.transaction().execute((trx) => work(new KyselyRepository(trx, true, this.templates)));
   }
 
   async syncDurable(): Promise<void> {

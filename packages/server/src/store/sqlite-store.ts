@@ -70,7 +70,7 @@ export class SqliteStore extends KyselyRepository implements FleetStore {
   }
 
   async transaction<T>(work: (repo: FleetRepository) => Promise<T>): Promise<T> {
-    const result = await this.groupCommit.run((trx) => work(new KyselyRepository(trx, false)));
+    const result = await this.groupCommit.run((trx) => work(new KyselyRepository(trx, false, this.templates)));
     this.commits += 1;
     return result;
   }

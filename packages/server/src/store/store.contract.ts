@@ -70,6 +70,28 @@ export function storeContract(backend: TestBackend): void {
       expect(await store.listEvents(1, undefined, 10)).toEqual([]);
     });
 
+    it('isolates concurrent transactions: one failing among many rolls back alone', async () => {
+      for (let id = 1; id <= 10; id++) await store.insertInstance(instanceRow(id));
+      const outcomes = await Promise.allSettled(
+        Array.from({ length: 10 }, (_, i) =>
+          store.transaction(async (repo) => {
+            const row = await repo.getLifecycle(i + 1, { forUpdate: true });
+            await repo.updateInstance(i + 1, row!.version, { status: 'active', heartbeat_count: i + 1 });
+            await repo.insertEvents([{ instance_id: i + 1, at: T, type: 'online', reason: 'r', data_json: '{}' }]);
+            if (i === 4) throw new Error('instance 5 fails');
+            return i + 1;
+          }),
+        ),
+      );
+      expect(outcomes.map((o) => o.status)).toEqual(Array.from({ length: 10 }, (_, i) => (i === 4 ? 'rejected' : 'fulfilled')));
+      for (let id = 1; id <= 10; id++) {
+        expect(await store.getInstance(id), `instance ${id}`).toMatchObject(
+          id === 5 ? { status: 'offline', heartbeat_count: 0, version: 0 } : { status: 'active', heartbeat_count: id, version: 1 },
+        );
+        expect(await store.listEvents(id, undefined, 5)).toHaveLength(id === 5 ? 0 : 1);
+      }
+    });
+
     it('lists by owner and status in id order with keyset paging, and counts by status', async () => {
       for (let id = 1; id <= 25; id++) {
         await store.insertInstance(instanceRow(id, { owner: id % 5 === 0 ? 'bob' : 'alice', status: id % 2 === 0 ? 'idle' : 'active' }));
