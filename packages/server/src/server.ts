@@ -6,6 +6,7 @@ import { Sweeper } from './fleet/sweeper.js';
 import { buildApp } from './http/app.js';
 import { openStore } from './store/open-store.js';
 import type { FleetStore } from './store/store.js';
+import type { HibernationProvider } from './fleet/heartbeat-service.js';
 
 export interface RunningServer {
   app: FastifyInstance;
@@ -18,7 +19,14 @@ export interface RunningServer {
 /** Opens the store, migrates, makes sure an admin key exists, serves, and sweeps. */
 export async function startServer(
   config: ServerConfig,
-  options: { clock?: Clock; logger?: boolean; store?: FleetStore; sweep?: boolean; announce?: (line: string) => void } = {},
+  options: {
+    clock?: Clock;
+    logger?: boolean;
+    store?: FleetStore;
+    sweep?: boolean;
+    announce?: (line: string) => void;
+    provider?: HibernationProvider;
+  } = {},
 ): Promise<RunningServer> {
   const clock = options.clock ?? systemClock;
   const store = options.store ?? (await openStore(config.databaseUrl));
@@ -31,7 +39,7 @@ export async function startServer(
       );
     }
   }
-  const app = await buildApp({ store, clock, config, logger: options.logger ?? true });
+  const app = await buildApp({ store, clock, config, logger: options.logger ?? true, ...(options.provider ? { provider: options.provider } : {}) });
   const sweeper = new Sweeper(store, clock, config, (error) => app.log.error({ err: error }, 'sweep failed'));
   const address = await app.listen({ host: config.host, port: config.port });
   if (options.sweep ?? true) sweeper.start();

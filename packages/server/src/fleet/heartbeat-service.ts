@@ -1,13 +1,15 @@
 import {
   aggregateGpuMetrics,
   DumontError,
+  type CommandResult,
+  type CommandType,
   type DeliveredCommand,
   type HeartbeatRequest,
   type HeartbeatResponse,
 } from '@dumont/protocol';
 import type { Clock } from '../clock.js';
 import type { ServerConfig } from '../config.js';
-import { evaluate, hibernateInSeconds } from '../policy/hibernation-policy.js';
+import { evaluate, hibernateInSeconds, type InstancePolicy } from '../policy/hibernation-policy.js';
 import type { IdleObservation } from '../policy/idle-observation.js';
 import { sameHash } from '../secrets.js';
 import type { InstanceUpdate } from '../store/schema.js';
@@ -98,60 +100,62 @@ export class HeartbeatService {
     const write = new InstanceWrite(row, now);
     const policy = policyOf(row, this.config);
     const beatAt = Date.parse(beat.timestamp);
-    const silentFor = row.last_heartbeat_at === null ? Infinity : now - row.last_heartbeat_at;
-    const stale =
-      row.agent_timestamp_ms !== null && beatAt <= row.agent_timestamp_ms && silentFor < this.config.offlineAfterSeconds * 1000;
-
-    if (!stale) {
-      const decision = evaluate(write.facts, policy, { kind: 'heartbeat', observation: observationOf(beat, beatAt, now) }, this.config, now);
-      await write.absorb(decision, repo, 'policy');
+    if (!this.isStale(row, beatAt, now)) {
+      const observation = observationOf(beat, beatAt, now);
+      await write.absorb(evaluate(write.facts, policy, { kind: 'heartbeat', observation }, this.config, now), repo, 'policy');
       write.patch = { ...write.patch, ...metricsPatch(beat, beatAt), heartbeat_count: row.heartbeat_count + 1 };
     }
-
-    let hibernated = false;
-    for (const result of beat.command_results ?? []) {
-      const command = await repo.getCommand(result.id);
-      if (!command || command.instance_id !== row.instance_id) continue;
-      const detail = result.detail ?? '';
-      const changed = await repo.updateCommand(command.id, ['pending', 'delivered'], {
-        state: result.status,
-        completed_at: now,
-        detail,
-      });
-      if (!changed) continue; // a repeated result is harmless
-      write.openCommandsDelta -= 1;
-      write.events.push({
-        type: result.status === 'succeeded' ? 'command_succeeded' : 'command_failed',
-        reason: `${command.type} ${result.status}${detail ? `: ${detail.slice(0, 200)}` : ''}`,
-        data: { command_id: command.id, command: command.type },
-      });
-      const hibernateCommandId = write.patch.hibernate_command_id !== undefined ? write.patch.hibernate_command_id : row.hibernate_command_id;
-      if (command.id === hibernateCommandId) {
-        const decision = evaluate(
-          write.facts,
-          policy,
-          { kind: 'hibernate_result', succeeded: result.status === 'succeeded', detail },
-          this.config,
-          now,
-        );
-        await write.absorb(decision, repo, 'policy');
-        write.patch.hibernate_command_id = null;
-        hibernated = write.facts.status === 'hibernated';
-      }
-    }
-
-    const commands: DeliveredCommand[] = [];
-    if (row.open_commands + write.openCommandsDelta > 0) {
-      for (const command of await repo.openCommands(row.instance_id)) {
-        if (command.state === 'pending') {
-          await repo.updateCommand(command.id, ['pending'], { state: 'delivered', delivered_at: now });
-          write.events.push({ type: 'command_delivered', reason: `${command.type} delivered in a heartbeat response`, data: { command_id: command.id } });
-        }
-        commands.push({ id: command.id, type: command.type as DeliveredCommand['type'], args: JSON.parse(command.args_json), issued_at: iso(command.issued_at)! });
-      }
-    }
-
+    for (const result of beat.command_results ?? []) await this.settle(repo, write, policy, result, now);
+    const commands = await this.deliver(repo, write, now);
     await write.commit(repo);
-    return { commands, hibernateIn: hibernateInSeconds(write.facts, now), durable: write.durable, hibernated };
+    return {
+      commands,
+      hibernateIn: hibernateInSeconds(write.facts, now),
+      durable: write.durable,
+      hibernated: write.facts.status === 'hibernated' && row.status !== 'hibernated',
+    };
+  }
+
+  /**
+   * A beat not newer than the last applied one is a delayed retry: it must not roll state back. After
+   * a silence as long as the offline window the agent's clock may have been reset, so it applies again.
+   */
+  private isStale(row: LifecycleRow, beatAt: number, now: number): boolean {
+    if (row.agent_timestamp_ms === null || beatAt > row.agent_timestamp_ms) return false;
+    const silentFor = row.last_heartbeat_at === null ? Infinity : now - row.last_heartbeat_at;
+    return silentFor < this.config.offlineAfterSeconds * 1000;
+  }
+
+  /** Records one command result; a repeated or unknown result changes nothing. */
+  private async settle(repo: FleetRepository, write: InstanceWrite, policy: InstancePolicy, result: CommandResult, now: number) {
+    const command = await repo.getCommand(result.id);
+    if (!command || command.instance_id !== write.row.instance_id) return;
+    const detail = result.detail ?? '';
+    const changed = await repo.updateCommand(command.id, ['pending', 'delivered'], { state: result.status, completed_at: now, detail });
+    if (!changed) return;
+    write.openCommandsDelta -= 1;
+    write.events.push({
+      type: result.status === 'succeeded' ? 'command_succeeded' : 'command_failed',
+      reason: `${command.type} ${result.status}${detail ? `: ${detail.slice(0, 200)}` : ''}`,
+      data: { command_id: command.id, command: command.type },
+    });
+    if (command.id !== write.hibernateCommandId) return;
+    const input = { kind: 'hibernate_result', succeeded: result.status === 'succeeded', detail } as const;
+    await write.absorb(evaluate(write.facts, policy, input, this.config, now), repo, 'policy');
+    write.patch.hibernate_command_id = null;
+  }
+
+  /** Every open command goes out in every answer until its result arrives. */
+  private async deliver(repo: FleetRepository, write: InstanceWrite, now: number): Promise<DeliveredCommand[]> {
+    if (write.row.open_commands + write.openCommandsDelta <= 0) return [];
+    const delivered: DeliveredCommand[] = [];
+    for (const command of await repo.openCommands(write.row.instance_id)) {
+      if (command.state === 'pending') {
+        await repo.updateCommand(command.id, ['pending'], { state: 'delivered', delivered_at: now });
+        write.events.push({ type: 'command_delivered', reason: `${command.type} delivered in a heartbeat response`, data: { command_id: command.id } });
+      }
+      delivered.push({ id: command.id, type: command.type as CommandType, args: JSON.parse(command.args_json), issued_at: iso(command.issued_at)! });
+    }
+    return delivered;
   }
 }

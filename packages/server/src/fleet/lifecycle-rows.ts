@@ -67,13 +67,18 @@ export class InstanceWrite {
     this.facts = factsOf(row);
   }
 
+  /** The hibernate command in flight, as this transaction leaves it. */
+  get hibernateCommandId(): string | null {
+    return this.patch.hibernate_command_id !== undefined ? this.patch.hibernate_command_id : this.row.hibernate_command_id;
+  }
+
   /** Folds a policy decision in; returns the id of a hibernate command it issued, if any. */
   async absorb(decision: Decision, repo: FleetRepository, issuedBy: string): Promise<string | null> {
     if (decision.facts.status !== this.facts.status) this.durable = true;
     this.facts = decision.facts;
     this.events.push(...decision.events);
     this.patch = { ...this.patch, ...factsPatch(decision.facts, decision.deadline) };
-    const hibernateCommandId = this.patch.hibernate_command_id !== undefined ? this.patch.hibernate_command_id : this.row.hibernate_command_id;
+    const hibernateCommandId = this.hibernateCommandId;
     if (decision.expireHibernate && hibernateCommandId) {
       this.patch.hibernate_command_id = null;
       const detail = 'no result before the hibernate timeout';

@@ -12,6 +12,8 @@ export class TestServer {
   readonly adminKey = `dmk_test_${randomBytes(16).toString('hex')}`;
   server!: RunningServer;
   readonly config: ServerConfig;
+  /** Instances the provider seam was asked to stop, in order. */
+  readonly stopped: number[] = [];
 
   constructor(
     private readonly openStore: () => Promise<FleetStore>,
@@ -31,7 +33,13 @@ export class TestServer {
   }
 
   async start(): Promise<this> {
-    this.server = await startServer(this.config, { clock: this.clock, logger: false, store: await this.openStore(), sweep: false });
+    this.server = await startServer(this.config, {
+      clock: this.clock,
+      logger: false,
+      store: await this.openStore(),
+      sweep: false,
+      provider: { hibernated: async (instanceId) => void this.stopped.push(instanceId) },
+    });
     return this;
   }
 
