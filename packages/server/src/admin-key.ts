@@ -10,8 +10,7 @@ import { ADMIN_OWNER } from './http/auth.js';
  */
 export async function ensureAdminKey(store: FleetStore, dataDir: string, now: number): Promise<{ key: string; file: string } | null> {
   if ((await store.countAdminKeys()) > 0) return null;
-  const key = newSecret('dmk');
-  await store.insertApiKey({ key_hash: hashSecret(key), owner: ADMIN_OWNER, is_admin: 1, label: 'created on first start', created_at: now });
+  const key = await createApiKey(store, ADMIN_OWNER, true, now, 'created on first start');
   mkdirSync(dataDir, { recursive: true });
   const file = join(dataDir, 'admin-key');
   writeFileSync(file, `${key}\n`, { mode: 0o600 });
@@ -21,7 +20,9 @@ export async function ensureAdminKey(store: FleetStore, dataDir: string, now: nu
 
 export async function createApiKey(store: FleetStore, owner: string, admin: boolean, now: number, label: string | null = null): Promise<string> {
   const key = newSecret('dmk');
-  await store.insertApiKey({ key_hash: hashSecret(key), owner, is_admin: admin ? 1 : 0, label, created_at: now });
-  await store.syncDurable();
+  await store.transaction(async (repo) => {
+    await repo.insertApiKey({ key_hash: hashSecret(key), owner, is_admin: admin ? 1 : 0, label, created_at: now });
+    await repo.requireDurableCommit();
+  });
   return key;
 }

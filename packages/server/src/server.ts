@@ -29,7 +29,7 @@ export async function startServer(
   } = {},
 ): Promise<RunningServer> {
   const clock = options.clock ?? systemClock;
-  const store = options.store ?? (await openStore(config.databaseUrl));
+  const store = options.store ?? (await openStore(config.databaseUrl, { durability: config.fsync === 'always' ? 'always' : 'transitions' }));
   if (!config.adminKey) {
     const created = await ensureAdminKey(store, config.dataDir, clock.now());
     if (created) {

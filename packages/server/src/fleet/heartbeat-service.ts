@@ -71,7 +71,7 @@ export class HeartbeatService {
     private readonly provider: HibernationProvider = noProvider,
   ) {}
 
-  /** Applies one heartbeat; answers only after the change is stored (and fsync'd if it matters). */
+  /** Applies one heartbeat; answers only after the change is committed (durably, if it was a transition). */
   async ingest(tokenHash: string, beat: HeartbeatRequest): Promise<HeartbeatResponse> {
     const now = this.clock.now();
     const outcome = await this.store.transaction(async (repo) => {
@@ -86,7 +86,6 @@ export class HeartbeatService {
       }
       throw new DumontError('forbidden', `this agent token belongs to another instance, not ${beat.instance_id}`, 'instance_id');
     }
-    if (outcome.durable || this.config.fsync === 'always') await this.store.syncDurable();
     if (outcome.hibernated) await this.provider.hibernated(beat.instance_id);
     return {
       success: true,
@@ -111,7 +110,6 @@ export class HeartbeatService {
     return {
       commands,
       hibernateIn: hibernateInSeconds(write.facts, now),
-      durable: write.durable,
       hibernated: write.facts.status === 'hibernated' && row.status !== 'hibernated',
     };
   }

@@ -122,6 +122,7 @@ export class InstanceWrite {
     const patch: InstanceUpdate = { ...this.patch };
     if (this.openCommandsDelta !== 0) patch.open_commands = Math.max(0, this.row.open_commands + this.openCommandsDelta);
     if (this.events.length > 0 || this.openCommandsDelta !== 0) this.durable = true;
+    if (this.durable) await repo.requireDurableCommit();
     const ok = await repo.updateInstance(this.row.instance_id, this.row.version, patch);
     // With the row locked (or SQLite's single writer) this cannot happen; if it does, roll back.
     if (!ok) throw new DumontError('internal_error', `instance ${this.row.instance_id} changed concurrently; retry`);

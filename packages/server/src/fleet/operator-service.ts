@@ -54,6 +54,7 @@ export class OperatorService {
         if (request.hostname !== undefined) patch.hostname = request.hostname;
         await repo.updateInstance(existing.instance_id, existing.version, patch);
         await repo.insertEvents(eventRows(existing.instance_id, now, [{ type: 'token_rotated', reason: 'instance re-registered; the old agent token no longer works' }]));
+        await repo.requireDurableCommit();
         return true;
       }
       await repo.insertInstance({
@@ -73,9 +74,9 @@ export class OperatorService {
         version: 0,
       });
       await repo.insertEvents(eventRows(request.instance_id, now, [{ type: 'registered', reason: `registered for owner ${owner}` }]));
+      await repo.requireDurableCommit();
       return false;
     });
-    await this.store.syncDurable();
     return { instance_id: request.instance_id, agent_token: token, rotated };
   }
 
@@ -129,7 +130,6 @@ export class OperatorService {
       await write.commit(repo);
       return { ...current, ...write.patch } as InstanceRow;
     });
-    await this.store.syncDurable();
     return row;
   }
 

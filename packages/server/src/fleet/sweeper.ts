@@ -41,7 +41,6 @@ export class Sweeper {
       }
       if (due.length < BATCH) break;
     }
-    if (changed > 0) await this.store.syncDurable();
     return changed;
   }
 

@@ -24,7 +24,12 @@ export class KyselyRepository implements FleetRepository {
     private readonly rowLocks: boolean,
     /** Shared by a store and its transactions: the heartbeat's hot queries, compiled once. */
     protected readonly templates: QueryTemplates = new QueryTemplates(),
+    private readonly onDurableCommit: () => Promise<void> = async () => {},
   ) {}
+
+  requireDurableCommit(): Promise<void> {
+    return this.onDurableCommit();
+  }
 
   async getInstance(instanceId: number, options?: { forUpdate?: boolean }) {
     let q = this.db.selectFrom('instances').selectAll().where('instance_id', '=', instanceId);

@@ -3,11 +3,15 @@ import { Kysely, PostgresDialect, sql } from 'kysely';
 import { KyselyRepository } from './kysely-repository.js';
 import { migrateToLatest } from './migrate.js';
 import type { Database } from './schema.js';
-import type { FleetRepository, FleetStore } from './store.js';
+import type { Durability, FleetRepository, FleetStore } from './store.js';
 
 const INT8_OID = 20;
 
-/** PostgreSQL: commits are durable as they return (synchronous_commit), rows are locked FOR UPDATE. */
+/**
+ * PostgreSQL, rows locked FOR UPDATE. With `transitions` durability the sessions run with
+ * synchronous_commit=off (a commit survives a crash of the process, not of PostgreSQL's machine, like
+ * SQLite's default), and a transaction that needs more turns it back on for itself.
+ */
 export class PostgresStore extends KyselyRepository implements FleetStore {
   readonly dialect = 'postgres' as const;
 
@@ -16,7 +20,10 @@ export class PostgresStore extends KyselyRepository implements FleetStore {
   }
 
   /** `schema`, when given, is created if missing and used as the search path (tests isolate runs so). */
-  static async open(connectionString: string, options: { schema?: string; poolSize?: number } = {}): Promise<PostgresStore> {
+  static async open(
+    connectionString: string,
+    options: { schema?: string; poolSize?: number; durability?: Durability } = {},
+  ): Promise<PostgresStore> {
     if (options.schema !== undefined && !/^[a-z_][a-z0-9_]*$/.test(options.schema)) {
       throw new Error(`invalid schema name: ${options.schema}`);
     }
@@ -30,6 +37,10 @@ export class PostgresStore extends KyselyRepository implements FleetStore {
           oid === INT8_OID ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
       },
     });
+    if ((options.durability ?? 'transitions') === 'transitions') {
+      // Queued on the new connection before anything the pool hands it out for.
+      pool.on('connect', (client) => void client.query('set synchronous_commit = off').catch(() => {}));
+    }
     const kysely = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     if (options.schema) await sql`create schema if not exists ${sql.id(options.schema)}`.execute(kysely);
     const { rows } = await sql<{ schema: string }>`select current_schema() as schema`.execute(kysely);
@@ -38,11 +49,13 @@ export class PostgresStore extends KyselyRepository implements FleetStore {
   }
 
   transaction<T>(work: (repo: FleetRepository) => Promise<T>): Promise<T> {
-    return this.kysely.transaction().execute((trx) => work(new KyselyRepository(trx, true, this.templates)));
-  }
-
-  async syncDurable(): Promise<void> {
-    // Every commit already waited for its WAL flush.
+    return this.kysely.transaction().execute((trx) =>
+      work(
+        new KyselyRepository(trx, true, this.templates, async () => {
+          await sql`set local synchronous_commit = on`.execute(trx);
+        }),
+      ),
+    );
   }
 
   async ping(): Promise<void> {

@@ -6,7 +6,7 @@ import { GroupCommit } from './group-commit.js';
 import { KyselyRepository } from './kysely-repository.js';
 import { migrateToLatest } from './migrate.js';
 import type { Database } from './schema.js';
-import type { FleetRepository, FleetStore } from './store.js';
+import type { Durability, FleetRepository, FleetStore } from './store.js';
 
 const STATEMENT_CACHE_SIZE = 256;
 
@@ -34,28 +34,26 @@ function withStatementCache(db: SQLite.Database): SqliteDatabase {
 
 /**
  * Embedded SQLite in WAL mode with synchronous=NORMAL: a commit survives a crash of the process at
- * once, and survives a power cut after `syncDurable()` (an fdatasync of the WAL, exactly what
- * synchronous=FULL would do at every commit).
+ * once. A transaction that asks for a durable commit is answered after an fdatasync of the WAL (what
+ * synchronous=FULL does at every commit), shared by the whole group commit it belonged to.
  */
 export class SqliteStore extends KyselyRepository implements FleetStore {
   readonly dialect = 'sqlite' as const;
   private walFd: number | null = null;
   private readonly groupCommit: GroupCommit;
-  /** Commits so far, and how many of them an fdatasync has covered: lets concurrent syncs share one. */
-  private commits = 0;
-  private synced = 0;
-  private syncing: Promise<void> | null = null;
+  /** fdatasyncs of the WAL so far (each covers a whole group commit). */
+  walSyncs = 0;
 
   private constructor(
     private readonly kysely: Kysely<Database>,
-    private readonly sqlite: SQLite.Database,
     private readonly file: string,
+    durability: Durability,
   ) {
     super(kysely, false);
-    this.groupCommit = new GroupCommit(kysely);
+    this.groupCommit = new GroupCommit(kysely, () => this.syncWal(), durability === 'always');
   }
 
-  static async open(file: string): Promise<SqliteStore> {
+  static async open(file: string, options: { durability?: Durability } = {}): Promise<SqliteStore> {
     if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
     const sqlite = new SQLite(file);
     sqlite.pragma('journal_mode = WAL');
@@ -63,37 +61,23 @@ export class SqliteStore extends KyselyRepository implements FleetStore {
     sqlite.pragma('foreign_keys = ON');
     sqlite.pragma('busy_timeout = 5000');
     const kysely = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
-    const store = new SqliteStore(kysely, sqlite, file);
+    const store = new SqliteStore(kysely, file, options.durability ?? 'transitions');
     await migrateToLatest(kysely, 'sqlite');
     if (file !== ':memory:') store.walFd = openSync(`${file}-wal`, 'r');
     return store;
   }
 
-  async transaction<T>(work: (repo: FleetRepository) => Promise<T>): Promise<T> {
-    const result = await this.groupCommit.run((trx) => work(new KyselyRepository(trx, false, this.templates)));
-    this.commits += 1;
-    return result;
+  transaction<T>(work: (repo: FleetRepository) => Promise<T>): Promise<T> {
+    return this.groupCommit.run(({ db, requireDurable }) =>
+      work(new KyselyRepository(db, false, this.templates, async () => requireDurable())),
+    );
   }
 
-  /** One fdatasync (off the event loop) covers every commit made before it started. */
-  async syncDurable(): Promise<void> {
+  private syncWal(): Promise<void> {
     const fd = this.walFd;
-    if (fd === null) return;
-    const target = this.commits;
-    while (this.synced < target) {
-      if (!this.syncing) {
-        const covering = this.commits;
-        this.syncing = new Promise<void>((resolve, reject) =>
-          fdatasync(fd, (error) => (error ? reject(error) : resolve())),
-        ).then(() => {
-          this.synced = Math.max(this.synced, covering);
-        });
-        this.syncing.finally(() => {
-          this.syncing = null;
-        }).catch(() => {});
-      }
-      await this.syncing;
-    }
+    if (fd === null) return Promise.resolve();
+    this.walSyncs += 1;
+    return new Promise((resolve, reject) => fdatasync(fd, (error) => (error ? reject(error) : resolve())));
   }
 
   async ping(): Promise<void> {

@@ -155,8 +155,10 @@ export function storeContract(backend: TestBackend): void {
     });
 
     it('keeps everything across a reopen (migrations are idempotent)', async () => {
-      await store.insertInstance(instanceRow(7, { scheduled_at: T + 300_000 }));
-      await store.syncDurable();
+      await store.transaction(async (repo) => {
+        await repo.insertInstance(instanceRow(7, { scheduled_at: T + 300_000 }));
+        await repo.requireDurableCommit();
+      });
       await store.close();
       store = await db.reopen();
       expect(await store.getInstance(7)).toMatchObject({ scheduled_at: T + 300_000 });

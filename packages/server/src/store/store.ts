@@ -5,6 +5,13 @@ import type { CommandRow, EventRow, InstanceRow, InstanceUpdate, NewEventRow, Ne
  * `postgres-store.ts` provide it and `store.contract.ts` runs the same suite against both.
  */
 export interface FleetRepository {
+  /**
+   * Inside a transaction: this one changed a status, a command or an event, so its commit must survive
+   * a power cut before anyone is answered. Without it a commit survives a crash of the process only
+   * (a plain metrics beat: the agent re-sends it 30 s later). Writes outside a transaction are never
+   * more than that.
+   */
+  requireDurableCommit(): Promise<void>;
   getInstance(instanceId: number, options?: { forUpdate?: boolean }): Promise<InstanceRow | undefined>;
   /** Only the columns a lifecycle transition reads: the heartbeat's hot path skips metrics and JSON. */
   getLifecycle(instanceId: number, options?: { forUpdate?: boolean }): Promise<LifecycleRow | undefined>;
@@ -38,13 +45,11 @@ export interface FleetRepository {
 
 export interface FleetStore extends FleetRepository {
   readonly dialect: 'sqlite' | 'postgres';
-  /** Runs `work` in one transaction; reads with `forUpdate` lock their row where the engine can. */
-  transaction<T>(work: (repo: FleetRepository) => Promise<T>): Promise<T>;
   /**
-   * Makes every commit so far survive a power cut. Called before answering a request that changed a
-   * status, a command or an event; plain metric updates rely on the next beat instead.
+   * Runs `work` in one transaction and resolves after its commit (made durable first when `work`
+   * called `requireDurableCommit`). Reads with `forUpdate` lock their row where the engine can.
    */
-  syncDurable(): Promise<void>;
+  transaction<T>(work: (repo: FleetRepository) => Promise<T>): Promise<T>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }
@@ -72,6 +77,9 @@ export const LIFECYCLE_COLUMNS = [
 ] as const satisfies readonly (keyof InstanceRow)[];
 
 export type LifecycleRow = Pick<InstanceRow, (typeof LIFECYCLE_COLUMNS)[number]>;
+
+/** `transitions`: only commits that asked for it are made durable; `always`: every commit is. */
+export type Durability = 'transitions' | 'always';
 
 export interface InstanceListQuery {
   /** null = every owner (admin). */
