@@ -5,6 +5,8 @@ import type { FleetStore } from '../store/store.js';
 import { InstanceWrite, policyOf } from './lifecycle-rows.js';
 
 const BATCH = 500;
+/** Due instances handled at once: on SQLite they share group commits, on PostgreSQL the pool. */
+const PARALLEL = 32;
 
 /**
  * Moves instances whose deadline passed without a heartbeat: offline, hibernation due, hibernate
@@ -26,22 +28,29 @@ export class Sweeper {
     const now = this.clock.now();
     let changed = 0;
     for (;;) {
+      const changedBefore = changed;
       const due = await this.store.dueInstanceIds(now, BATCH);
-      for (const instanceId of due) {
-        const moved = await this.store.transaction(async (repo) => {
-          const row = await repo.getLifecycle(instanceId, { forUpdate: true });
-          // Another replica (or a heartbeat) may have handled it since we listed it.
-          if (!row || row.deadline === null || row.deadline > now) return false;
-          const write = new InstanceWrite(row, now);
-          await write.absorb(evaluate(write.facts, policyOf(row, this.config), { kind: 'tick' }, this.config, now), repo, 'policy');
-          await write.commit(repo);
-          return true;
-        });
-        if (moved) changed += 1;
-      }
-      if (due.length < BATCH) break;
+      let next = 0;
+      const worker = async () => {
+        while (next < due.length) if (await this.sweepOne(due[next++]!, now)) changed += 1;
+      };
+      await Promise.all(Array.from({ length: Math.min(PARALLEL, due.length) }, worker));
+      // A full batch means more may be due; one that moved nothing would only be read again.
+      if (due.length < BATCH || changed === changedBefore) break;
     }
     return changed;
+  }
+
+  private sweepOne(instanceId: number, now: number): Promise<boolean> {
+    return this.store.transaction(async (repo) => {
+      const row = await repo.getLifecycle(instanceId, { forUpdate: true });
+      // Another replica (or a heartbeat) may have handled it since we listed it.
+      if (!row || row.deadline === null || row.deadline > now) return false;
+      const write = new InstanceWrite(row, now);
+      await write.absorb(evaluate(write.facts, policyOf(row, this.config), { kind: 'tick' }, this.config, now), repo, 'policy');
+      await write.commit(repo);
+      return true;
+    });
   }
 
   start(): void {

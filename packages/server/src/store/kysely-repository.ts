@@ -85,12 +85,12 @@ export class KyselyRepository implements FleetRepository {
 
   async countInstancesByStatus(owner: string | null) {
     let q = this.db
-      .selectFrom('instances')
-      .select(['status', (eb) => eb.fn.countAll<number>().as('n')])
+      .selectFrom('instance_counts')
+      .select(['status', (eb) => eb.fn.sum<number>('n').as('n')])
       .groupBy('status');
     if (owner !== null) q = q.where('owner', '=', owner);
     const rows = await q.execute();
-    return new Map(rows.map((r) => [r.status, Number(r.n)]));
+    return new Map(rows.map((r) => [r.status, Number(r.n)] as const).filter(([, n]) => n !== 0));
   }
 
   async dueInstanceIds(now: number, limit: number) {

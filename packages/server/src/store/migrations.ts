@@ -49,6 +49,7 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .addColumn('version', 'bigint', (c) => c.notNull().defaultTo(0))
           .execute();
         // Listing pages (per owner, per status) walk these in instance_id order.
+        await db.schema.createIndex('instances_owner').on('instances').columns(['owner', 'instance_id']).execute();
         await db.schema.createIndex('instances_owner_status').on('instances').columns(['owner', 'status', 'instance_id']).execute();
         await db.schema.createIndex('instances_status').on('instances').columns(['status', 'instance_id']).execute();
         // The sweeper reads only rows that are due, so a tick costs what is due, not the fleet size.
@@ -96,6 +97,8 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
         await db.schema.createIndex('events_instance').on('events').columns(['instance_id', 'id']).execute();
 
+        await createStatusCounts(db, dialect);
+
         await db.schema
           .createTable('meta')
           .addColumn('key', 'text', (c) => c.primaryKey())
@@ -104,6 +107,63 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
       },
     },
   };
+}
+
+export const COUNT_SHARDS = 16;
+
+/**
+ * Per-owner counts by status, kept by triggers so that no write path can forget them: counting 100k
+ * rows for every list page would cost tens of milliseconds. Counts are sharded by instance id so
+ * concurrent transitions (PostgreSQL replicas) rarely wait on the same counter row, and each trigger
+ * touches its two rows in status order, so two transitions can never deadlock on them.
+ */
+async function createStatusCounts(db: Kysely<any>, dialect: Dialect): Promise<void> {
+  await db.schema
+    .createTable('instance_counts')
+    .addColumn('owner', 'text', (c) => c.notNull())
+    .addColumn('status', 'text', (c) => c.notNull())
+    .addColumn('shard', 'integer', (c) => c.notNull())
+    .addColumn('n', 'bigint', (c) => c.notNull())
+    .addPrimaryKeyConstraint('instance_counts_pk', ['owner', 'status', 'shard'])
+    .execute();
+  const add = (who: 'old' | 'new', delta: 1 | -1) =>
+    `insert into instance_counts (owner, status, shard, n) values (${who}.owner, ${who}.status, ${who}.instance_id % ${COUNT_SHARDS}, ${delta})
+     on conflict (owner, status, shard) do update set n = instance_counts.n + (${delta})`;
+  if (dialect === 'sqlite') {
+    await sql.raw(`create trigger instances_count_insert after insert on instances begin ${add('new', 1)}; end`).execute(db);
+    await sql.raw(`create trigger instances_count_delete after delete on instances begin ${add('old', -1)}; end`).execute(db);
+    await sql
+      .raw(
+        `create trigger instances_count_update after update of status, owner on instances
+         when old.status is not new.status or old.owner is not new.owner
+         begin ${add('old', -1)}; ${add('new', 1)}; end`,
+      )
+      .execute(db);
+    return;
+  }
+  await sql
+    .raw(
+      `create function dumont_count_instances() returns trigger language plpgsql as $$
+       begin
+         if tg_op = 'INSERT' then ${add('new', 1)};
+         elsif tg_op = 'DELETE' then ${add('old', -1)};
+         elsif (old.owner, old.status) < (new.owner, new.status) then ${add('old', -1)}; ${add('new', 1)};
+         else ${add('new', 1)}; ${add('old', -1)};
+         end if;
+         return null;
+       end $$`,
+    )
+    .execute(db);
+  await sql
+    .raw(`create trigger instances_count after insert or delete on instances for each row execute function dumont_count_instances()`)
+    .execute(db);
+  await sql
+    .raw(
+      `create trigger instances_count_change after update of status, owner on instances for each row
+       when (old.status is distinct from new.status or old.owner is distinct from new.owner)
+       execute function dumont_count_instances()`,
+    )
+    .execute(db);
 }
 
 export function migrationProvider(dialect: Dialect): MigrationProvider {

@@ -10,6 +10,15 @@ export interface Database {
   commands: CommandsTable;
   events: EventsTable;
   meta: MetaTable;
+  instance_counts: InstanceCountsTable;
+}
+
+/** Maintained by triggers (see migrations.ts); read-only for the application. */
+export interface InstanceCountsTable {
+  owner: string;
+  status: string;
+  shard: number;
+  n: number;
 }
 
 export interface InstancesTable {

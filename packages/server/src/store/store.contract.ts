@@ -107,6 +107,31 @@ export function storeContract(backend: TestBackend): void {
       expect(Object.fromEntries(await store.countInstancesByStatus(null))).toEqual({ active: 13, idle: 12 });
     });
 
+    it('keeps status counts exact through inserts, transitions and owner changes', async () => {
+      const statuses = ['active', 'idle', 'hibernating', 'hibernated', 'offline'];
+      const owners = ['alice', 'bob'];
+      const versions = new Map<number, number>();
+      for (let id = 1; id <= 40; id++) {
+        await store.insertInstance(instanceRow(id, { owner: owners[id % 2]!, status: statuses[id % 5]! }));
+        versions.set(id, 0);
+      }
+      let seed = 7;
+      const next = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+      for (let step = 0; step < 200; step++) {
+        const id = 1 + next(40);
+        const patch = next(4) === 0 ? { owner: owners[next(2)]! } : { status: statuses[next(5)]!, heartbeat_count: step };
+        const v = versions.get(id)!;
+        await store.transaction((repo) => repo.updateInstance(id, v, patch));
+        versions.set(id, v + 1);
+      }
+      for (const owner of [...owners, null]) {
+        const rows = await store.listInstances({ owner, limit: 1000 });
+        const expected = new Map<string, number>();
+        for (const r of rows) expected.set(r.status, (expected.get(r.status) ?? 0) + 1);
+        expect(Object.fromEntries(await store.countInstancesByStatus(owner)), `owner ${owner}`).toEqual(Object.fromEntries(expected));
+      }
+    });
+
     it('returns only due deadlines, soonest first, up to the limit', async () => {
       await store.insertInstance(instanceRow(1, { deadline: T + 30 }));
       await store.insertInstance(instanceRow(2, { deadline: T + 10 }));
