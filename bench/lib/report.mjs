@@ -1,0 +1,171 @@
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+
+const num = (n, digits = 0) => (n === null || n === undefined || Number.isNaN(n) ? '–' : n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
+const ms = (n) => (n === null || n === undefined ? '–' : n < 10 ? num(n, 2) : n < 100 ? num(n, 1) : num(n, 0));
+const ratio = (a, b) => {
+  if (!a || !b) return '–';
+  const x = a / b;
+  return `${x < 0.1 ? x.toPrecision(2) : num(x, x < 10 ? 2 : 1)}×`;
+};
+
+export function closedLoopTable(rows) {
+  const base = (name) => rows.find((r) => r.target === name)?.rps;
+  const node = base('node:http');
+  const etcd = base('etcd');
+  const pushgateway = base('pushgateway');
+  const lines = [
+    '| target | durability | req/s | p50 ms | p99 ms | CPU % of a core | peak RSS MB | vs node:http | vs etcd | vs pushgateway | errors | machine busy % (all cores) |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const r of rows) {
+    const cpu = r.storeCpuPercent === null || r.storeCpuPercent === undefined ? num(r.cpuPercent) : `${num(r.cpuPercent)} + PG ${num(r.storeCpuPercent)}`;
+    lines.push(
+      `| ${r.target} | ${r.durability} | ${num(r.rps)} | ${ms(r.p50)} | ${ms(r.p99)} | ${cpu} | ${num(r.rssMb)} | ${ratio(r.rps, node)} | ${ratio(r.rps, etcd)} | ${ratio(r.rps, pushgateway)} | ${r.errors + r.non2xx} | ${num(r.machineBusyPercent)} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+export function fixedRateTable(rows) {
+  const lines = [
+    '| target | durability | asked/s | answered/s | p50 ms | p99 ms | p99.9 ms | max ms | CPU % of a core | errors | machine busy % (all cores) |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const r of rows) {
+    lines.push(
+      `| ${r.target} | ${r.durability} | ${num(r.rate)} | ${num(r.answeredPerSecond)} | ${ms(r.p50)} | ${ms(r.p99)} | ${ms(r.p999)} | ${ms(r.max)} | ${num(r.cpuPercent)} | ${r.errors + r.non2xx + r.unanswered} | ${num(r.machineBusyPercent)} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+function roundText(r) {
+  return (
+    `${num(r.requests)} beats, ${num(r.answeredPerSecond)}/s answered, errors ${num(r.errors + r.non2xx + r.unanswered)}; ` +
+    `latency p50 ${ms(r.p50)} / p99 ${ms(r.p99)} / max ${ms(r.max)} ms`
+  );
+}
+
+export function fleetTable(f) {
+  const l = (x) => `p50 ${ms(x.p50)} / p99 ${ms(x.p99)} / max ${ms(x.max)} ms (${num(x.requests)} requests)`;
+  const s = f.sweep;
+  const rows = [
+    ['instances registered (through the API)', `${num(f.registration.registered)} in ${num(f.registration.seconds, 1)} s (${num(f.registration.perSecond)}/s)`],
+    [`join round: each instance's first beat, ${num(f.beatsPerSecondAsked)}/s open loop (a stored transition each)`, roundText(f.joinRound)],
+    [`steady round: each instance beats again, ${num(f.beatsPerSecondAsked)}/s open loop (plain metric updates)`, roundText(f.steadyRound)],
+    ['server CPU during the steady round', `${num(f.steadyCpuPercent)} % of a core`],
+    ['`GET /instances?limit=100`, quiet', l(f.listQuiet.page)],
+    ['`…&status=idle`, quiet', l(f.listQuiet.idleFilter)],
+    ['`…&cursor=<middle>`, quiet', l(f.listQuiet.cursorMiddle)],
+    ['`GET /instances?limit=100`, steady round beating', l(f.listUnderLoad.page)],
+    ['`…&status=idle`, steady round beating', l(f.listUnderLoad.idleFilter)],
+    ['`…&cursor=<middle>`, steady round beating', l(f.listUnderLoad.cursorMiddle)],
+    ...(s.missing
+      ? [['sweeper tick', `not measured: ${s.missing}`]]
+      : [
+          [`sweeper catch-up: what was due when the server stopped`, `${num(s.catchUp.changed)} instances in ${ms(s.catchUp.ms)} ms`],
+          [`sweeper tick, nothing due (${s.nothingDue.ticks} ticks)`, `p50 ${ms(s.nothingDue.p50Ms)} / p99 ${ms(s.nothingDue.p99Ms)} / max ${ms(s.nothingDue.maxMs)} ms`],
+          ...s.due.map((d) => [`sweeper tick, ${num(d.due)} due → offline (${d.rounds} rounds)`, `mean ${ms(d.meanMs)} / max ${ms(d.maxMs)} ms (${ms(d.perInstanceMs)} ms per due instance)`]),
+        ]),
+    ['server peak RSS (VmHWM) / RSS at the end', `${num(f.serverPeakRssMb)} MB / ${num(f.serverRssMb)} MB`],
+  ];
+  return ['| measurement | result |', '|---|---|', ...rows.map(([a, b]) => `| ${a} | ${b} |`)].join('\n');
+}
+
+/** Each target of the issue: met or not, and by how much. */
+export function targetChecks(results) {
+  const checks = [];
+  const row = (name) => results.closedLoop.find((r) => r.target === name);
+  const rate = (name) => results.fixedRate.find((r) => r.target === name);
+  const check = (what, value, goal, ok, unit = '') =>
+    checks.push({ what, value, goal, ok, line: `${ok ? 'PASS' : 'FAIL'} ${what}: ${value}${unit} (target ${goal}${unit})` });
+  const node = row('node:http');
+  const sqlite = row('dumont sqlite');
+  const fsync = row('dumont sqlite fsync=always');
+  const etcd = row('etcd');
+  if (node && sqlite) {
+    const share = (sqlite.rps / node.rps) * 100;
+    check('SQLite throughput vs bare node:http', `${num(share, 1)} %`, '≥ 60 %', share >= 60);
+  }
+  if (fsync && etcd) {
+    const x = fsync.rps / etcd.rps;
+    check('SQLite at etcd durability (fsync every beat) vs etcd', `${num(x, 2)}×`, '≥ 1.5×', x >= 1.5);
+  }
+  const at = rate('dumont sqlite');
+  if (at) check(`SQLite p99 at ${num(at.rate)} beats/s (open loop)`, ms(at.p99), '≤ 20', at.p99 <= 20 && at.answeredPerSecond >= at.rate * 0.98, ' ms');
+  const pg3 = row('dumont postgres ×3');
+  if (pg3) check('PostgreSQL, 3 replicas', num(pg3.rps), '≥ 3,333', pg3.rps >= 3333, ' beats/s');
+  const f = results.fleet;
+  if (f && !f.missing) {
+    const worstQuiet = Math.max(f.listQuiet.page.p99, f.listQuiet.idleFilter.p99, f.listQuiet.cursorMiddle.p99);
+    const worstLoad = Math.max(f.listUnderLoad.page.p99, f.listUnderLoad.idleFilter.p99, f.listUnderLoad.cursorMiddle.p99);
+    check(`${num(f.size)} instances: list page p99, quiet (worst of the three)`, ms(worstQuiet), '≤ 20', worstQuiet <= 20, ' ms');
+    check(`${num(f.size)} instances: list page p99, steady round beating (worst of the three)`, ms(worstLoad), '≤ 20', worstLoad <= 20, ' ms');
+    const steady = f.steadyRound;
+    check(
+      `${num(f.size)} instances beating every ${f.intervalSeconds} s (${num(f.beatsPerSecondAsked)}/s, open loop), steady round: beat p99`,
+      ms(steady.p99),
+      '≤ 20',
+      steady.p99 <= 20 && steady.errors + steady.non2xx + steady.unanswered === 0,
+      ' ms',
+    );
+    if (!f.sweep.missing) check(`${num(f.size)} instances: sweeper tick p99, nothing due`, ms(f.sweep.nothingDue.p99Ms), '≤ 5', f.sweep.nothingDue.p99Ms <= 5, ' ms');
+    for (const d of f.sweep.due ?? []) {
+      checks.push({ line: `INFO ${num(f.size)} instances: sweeper tick with ${num(d.due)} due: ${ms(d.meanMs)} ms (${ms(d.perInstanceMs)} ms per due instance)` });
+    }
+    check(`${num(f.size)} instances: server peak RSS`, num(f.serverPeakRssMb), '≤ 300', f.serverPeakRssMb <= 300, ' MB');
+  }
+  return checks;
+}
+
+export function markdownReport(results) {
+  const parts = [];
+  parts.push(`Command: \`${results.command}\` — ${results.finishedAt} — ${results.options.quick ? 'QUICK run (smoke test; not for comparison)' : 'full run'}`);
+  const src = results.source;
+  if (src) {
+    parts.push(
+      `Server: commit ${src.commit}${src.uncommittedServerFiles ? ` plus ${src.uncommittedServerFiles} uncommitted file(s) under packages/server/src or packages/protocol/src` : ''}.`,
+    );
+  }
+  const m = results.machine;
+  parts.push(
+    `Machine: ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB, Linux ${m.kernel}, Node ${m.node}; ` +
+      `load before the run ${m.busyBeforeRunPercent} % busy (load average ${m.loadAverage.join(' ')}).`,
+  );
+  const o = results.options;
+  parts.push(
+    `Load: wrk 4.1 (1 thread, ${o.connections} connections, ${o.seconds} s after ${o.warmup} s warm-up) rotating over ${num(o.instances)} instances ` +
+      '(own token, own body of 1–8 GPUs, timestamp increasing per instance); load generator and target share the machine\'s cores.',
+  );
+  if (results.closedLoop.length) parts.push(`### Heartbeat throughput (closed loop)\n\n${closedLoopTable(results.closedLoop)}`);
+  if (results.fixedRate.length) {
+    parts.push(
+      `### Fixed rate (open loop, latency from each request's planned send time: no coordinated omission)\n\n${fixedRateTable(results.fixedRate)}`,
+    );
+  }
+  if (results.fleet && !results.fleet.missing) parts.push(`### ${num(results.fleet.size)} registered instances (SQLite)\n\n${fleetTable(results.fleet)}`);
+  if (results.agent) {
+    parts.push(`### Agent footprint\n\n${results.agent.missing ? `Not measured: ${results.agent.missing}.` : `From \`${results.agent.script}\`:\n\n${results.agent.output}`}`);
+  }
+  const checks = targetChecks(results);
+  if (checks.length) parts.push(`### Targets\n\n${checks.map((c) => `- ${c.line}`).join('\n')}`);
+  if (results.skipped.length) parts.push(`### Skipped\n\n${results.skipped.map((s) => `- ${s.target}: ${s.reason}`).join('\n')}`);
+  if (results.profiles?.length) parts.push(`### CPU profiles\n\n${results.profiles.map((p) => p.text).join('\n\n')}`);
+  return parts.join('\n\n');
+}
+
+const BEGIN = '<!-- bench:begin (written by `npm run bench`; edit outside these markers) -->';
+const END = '<!-- bench:end -->';
+
+/** Replaces the generated block of docs/PERFORMANCE.md, keeping the hand-written text around it. */
+export function writePerformanceDoc(path, markdown) {
+  const block = `${BEGIN}\n\n${markdown}\n\n${END}`;
+  if (!existsSync(path)) {
+    writeFileSync(path, `# Performance\n\n${block}\n`);
+    return;
+  }
+  const text = readFileSync(path, 'utf8');
+  const start = text.indexOf('<!-- bench:begin');
+  const end = text.indexOf(END);
+  writeFileSync(path, start >= 0 && end > start ? `${text.slice(0, start)}${block}${text.slice(end + END.length)}` : `${text.trimEnd()}\n\n${block}\n`);
+}

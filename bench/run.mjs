@@ -1,0 +1,382 @@
+#!/usr/bin/env node
+// `npm run bench`: the heartbeat benchmark of issue 4. Same load generator, same payloads, side by side:
+// bare node:http, etcd, prometheus-pushgateway, Dumont on SQLite and on PostgreSQL (1 and 3 replicas);
+// a fixed-rate run; the 100k-instance fleet; the agent's footprint. Prints markdown, writes
+// bench/results/<timestamp>.json and (full runs) docs/PERFORMANCE.md. Everything runs on 127.0.0.1.
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { ApiClient, registerFleet } from '../packages/simulator/dist/index.js';
+import { agentFootprint } from './lib/agent-footprint.mjs';
+import { formatProfile, summarizeProfile } from './lib/cpu-profile.mjs';
+import { fleetScenario } from './lib/fleet-scenario.mjs';
+import { describeMachine, machineMeter } from './lib/machine.mjs';
+import { benchFleet, etcdRequests, heartbeatRequests, pushgatewayRequests, writeRequestFile } from './lib/payloads.mjs';
+import { cpuMeter, peakRssMb } from './lib/proc-stats.mjs';
+import { runCommand, stopAllStarted } from './lib/processes.mjs';
+import { markdownReport, writePerformanceDoc } from './lib/report.mjs';
+import {
+  createBenchDatabase,
+  postgresAvailable,
+  ROOT,
+  startBareHttp,
+  startDumont,
+  startEtcd,
+  startPushgateway,
+  tempDir,
+} from './lib/targets.mjs';
+import { ensureTools } from './lib/tools.mjs';
+import { runWrkSet } from './lib/wrk.mjs';
+
+const TARGETS = ['node-http', 'etcd', 'pushgateway', 'sqlite', 'sqlite-fsync', 'pg-1', 'pg-3', 'fleet', 'agent'];
+const GROUPS = {
+  node: ['node-http'],
+  bare: ['node-http'],
+  sqlite: ['sqlite', 'sqlite-fsync'],
+  pg: ['pg-1', 'pg-3'],
+  postgres: ['pg-1', 'pg-3'],
+  '100k': ['fleet'],
+};
+
+const USAGE = `usage: npm run bench -- [--quick] [--only LIST] [--seconds S] [--fleet N] [--no-docs] [--cpu-prof DIR]
+
+  --quick          a few seconds per target and a 10,000-instance fleet (smoke test)
+  --only LIST      comma-separated: ${TARGETS.join(', ')} (groups: sqlite, pg, node, 100k)
+  --seconds S      timed seconds per target (default 12; quick 3)
+  --fleet N        size of the large fleet (default 100000; quick 10000)
+  --no-docs        do not rewrite docs/PERFORMANCE.md (only full runs of every target write it)
+  --cpu-prof DIR   run Dumont servers under node --cpu-prof, profiles in DIR, summaries in the report`;
+
+const { values } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    only: { type: 'string' },
+    seconds: { type: 'string' },
+    fleet: { type: 'string' },
+    'no-docs': { type: 'boolean', default: false },
+    'cpu-prof': { type: 'string' },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+});
+if (values.help) {
+  process.stdout.write(`${USAGE}\n`);
+  process.exit(0);
+}
+
+const quick = values.quick;
+let selected = TARGETS;
+if (values.only) {
+  selected = [];
+  for (const name of values.only.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const names = GROUPS[name] ?? (TARGETS.includes(name) ? [name] : null);
+    if (!names) {
+      process.stderr.write(`bench: unknown target ${name}\n${USAGE}\n`);
+      process.exit(2);
+    }
+    for (const n of names) if (!selected.includes(n)) selected.push(n);
+  }
+  selected = TARGETS.filter((t) => selected.includes(t));
+}
+const options = {
+  quick,
+  only: values.only ?? null,
+  seconds: Number(values.seconds ?? (quick ? 3 : 12)),
+  warmup: quick ? 1 : 3,
+  instances: 2000,
+  connections: 64,
+  rate: 3333,
+  rateSeconds: quick ? 4 : 15,
+  fleet: Number(values.fleet ?? (quick ? 10_000 : 100_000)),
+  fleetInterval: quick ? 8 : 30,
+  listRequests: quick ? 100 : 500,
+};
+if (!(options.seconds > 0 && options.seconds <= 120) || !(options.fleet >= 100 && options.fleet <= 200_000)) {
+  process.stderr.write(`bench: --seconds must be in (0, 120] and --fleet in [100, 200000]\n`);
+  process.exit(2);
+}
+const writeDocs = !values['no-docs'] && !quick && !values.only && !values.seconds && !values.fleet;
+const cpuProfDir = values['cpu-prof'] ?? null;
+if (cpuProfDir) mkdirSync(cpuProfDir, { recursive: true });
+
+const say = (line) => process.stderr.write(`${line}\n`);
+const adminKey = `dmk_bench_${randomBytes(12).toString('hex')}`;
+const cleanups = [];
+const work = tempDir('run');
+cleanups.push(() => work.remove());
+
+let interrupted = false;
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, async () => {
+    interrupted = true;
+    say(`bench: ${signal}, stopping what it started…`);
+    stopAllStarted();
+    for (const c of cleanups.reverse()) await Promise.resolve().then(c).catch(() => {});
+    process.exit(130);
+  });
+}
+
+/** Which server the numbers belong to: the commit, and whether its source had uncommitted changes. */
+async function sourceState() {
+  const head = await runCommand('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD']).catch(() => null);
+  const dirty = await runCommand('git', ['-C', ROOT, 'status', '--porcelain', 'packages/server/src', 'packages/protocol/src']).catch(() => null);
+  return {
+    commit: head?.code === 0 ? head.stdout.trim() : 'unknown',
+    uncommittedServerFiles: dirty?.code === 0 ? dirty.stdout.split('\n').filter(Boolean).length : null,
+  };
+}
+
+const results = {
+  source: await sourceState(),
+  command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
+  startedAt: new Date().toISOString(),
+  finishedAt: null,
+  options,
+  machine: await describeMachine(),
+  closedLoop: [],
+  fixedRate: [],
+  fleet: null,
+  agent: null,
+  skipped: [],
+  profiles: [],
+};
+
+const m = results.machine;
+say(`bench: ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB; targets: ${selected.join(', ')}${quick ? ' (quick)' : ''}`);
+if (m.busyBeforeRunPercent > 20) {
+  say(`bench: WARNING: the machine is already ${m.busyBeforeRunPercent} % busy (load average ${m.loadAverage.join(' ')}); numbers will be low and noisy`);
+}
+
+const wants = (t) => selected.includes(t);
+const wrkTargets = selected.filter((t) => t !== 'fleet' && t !== 'agent');
+const packages = [];
+if (wrkTargets.length) packages.push('wrk');
+if (wants('etcd')) packages.push('etcd-server');
+if (wants('pushgateway')) packages.push('prometheus-pushgateway');
+const tools = await ensureTools(packages, say);
+const skip = (target, reason) => {
+  results.skipped.push({ target, reason });
+  say(`bench: skipping ${target}: ${reason}`);
+};
+
+const fleet = benchFleet(options.instances);
+const sum = (values) => values.reduce((a, b) => a + (b ?? 0), 0);
+
+/** Warm-up, then the timed wrk run(s), with the target's CPU and peak RSS. */
+async function measure(target, { durability, pids, storePids, runs }) {
+  say(`${target}: warm-up ${options.warmup} s…`);
+  await runWrkSet(runs, options.warmup);
+  const processPids = await pids();
+  const backendPids = storePids ? await storePids() : [];
+  const cpu = cpuMeter(processPids);
+  const storeCpu = cpuMeter(backendPids);
+  const machine = machineMeter();
+  say(`${target}: ${options.seconds} s of wrk (${runs.length > 1 ? `${runs.length} wrk processes, one per replica, ` : ''}${options.connections} connections)…`);
+  const r = await runWrkSet(runs, options.seconds);
+  const row = {
+    target,
+    durability,
+    ...r,
+    cpuPercent: cpu(),
+    storeCpuPercent: storePids ? storeCpu() : null,
+    rssMb: sum(processPids.map(peakRssMb)),
+    machineBusyPercent: machine(),
+  };
+  results.closedLoop.push(row);
+  say(`${target}: ${Math.round(row.rps)} req/s, p50 ${row.p50.toFixed(2)} ms, p99 ${row.p99.toFixed(2)} ms, CPU ${Math.round(row.cpuPercent)} %, errors ${row.errors + row.non2xx}`);
+  return row;
+}
+
+async function fixedRate(target, { durability, url, requestFile, pids }) {
+  say(`${target}: open loop at ${options.rate}/s for ${options.rateSeconds} s…`);
+  const cpu = cpuMeter(pids);
+  const machine = machineMeter();
+  const r = await runCommand(
+    process.execPath,
+    [join(ROOT, 'bench/open-loop.mjs'), url, requestFile, String(options.rate), String(options.rateSeconds), String(options.connections), '2'],
+    { timeoutMs: (options.rateSeconds + 60) * 1000 },
+  );
+  if (r.code !== 0) throw new Error(`open-loop generator failed: ${r.stderr}`);
+  const row = { target, durability, ...JSON.parse(r.stdout.trim().split('\n').pop()), cpuPercent: cpu(), machineBusyPercent: machine() };
+  results.fixedRate.push(row);
+  say(`${target}: ${Math.round(row.answeredPerSecond)}/s answered, p50 ${row.p50.toFixed(2)} ms, p99 ${row.p99.toFixed(2)} ms, CPU ${Math.round(row.cpuPercent)} %`);
+}
+
+async function registerAll(url) {
+  const client = new ApiClient(url, { maxSockets: 32 });
+  try {
+    const specs = fleet.map((h, index) => ({ index, instanceId: h.instanceId, hostname: h.hostname }));
+    const r = await registerFleet(client, adminKey, specs, { concurrency: 32 });
+    if (r.failed > 0) throw new Error(`registration failed: ${r.errors.join('; ')}`);
+    return new Map(fleet.map((h, i) => [h.instanceId, r.tokens[i]]));
+  } finally {
+    client.close();
+  }
+}
+
+function requestFile(name, requests) {
+  const file = join(work.dir, `${name}.requests`);
+  writeRequestFile(file, requests);
+  return file;
+}
+
+const DURABILITY = {
+  node: 'none (no storage)',
+  etcd: 'fdatasync per commit (WAL; raft batches concurrent puts)',
+  pushgateway: 'none per push (in memory; file snapshot every 5 min)',
+  sqlite: 'WAL, fsync only on transitions (`transitions`, default)',
+  sqliteFsync: 'WAL fdatasync before every answer (`always`)',
+};
+const pgDurability = (s) => `commit waits for WAL flush (fsync=${s.fsync}, synchronous_commit=${s.synchronous_commit})`;
+
+async function runTarget(target, body) {
+  if (interrupted) return;
+  try {
+    await body();
+  } catch (error) {
+    skip(target, error.message.split('\n')[0]);
+  }
+}
+
+if (wrkTargets.length && tools.wrk.missing) {
+  for (const t of wrkTargets) skip(t, tools.wrk.missing);
+} else {
+  if (wants('node-http')) {
+    await runTarget('node:http', async () => {
+      const server = await startBareHttp();
+      try {
+        const file = requestFile('node-http', heartbeatRequests(fleet, (h) => `dmt_bench_${h.instanceId}`));
+        await measure('node:http', { durability: DURABILITY.node, pids: () => server.pids(), runs: [{ url: server.url, requestFile: file, connections: options.connections }] });
+      } finally {
+        await server.stop();
+      }
+    });
+  }
+  if (wants('etcd')) {
+    if (tools['etcd-server'].missing) skip('etcd', tools['etcd-server'].missing);
+    else
+      await runTarget('etcd', async () => {
+        const server = await startEtcd(tools['etcd-server'].path);
+        try {
+          const file = requestFile('etcd', etcdRequests(fleet));
+          await measure('etcd', { durability: DURABILITY.etcd, pids: () => server.pids(), runs: [{ url: server.url, requestFile: file, connections: options.connections }] });
+        } finally {
+          await server.stop();
+        }
+      });
+  }
+  if (wants('pushgateway')) {
+    if (tools['prometheus-pushgateway'].missing) skip('pushgateway', tools['prometheus-pushgateway'].missing);
+    else
+      await runTarget('pushgateway', async () => {
+        const server = await startPushgateway(tools['prometheus-pushgateway'].path);
+        try {
+          const file = requestFile('pushgateway', pushgatewayRequests(fleet));
+          await measure('pushgateway', { durability: DURABILITY.pushgateway, pids: () => server.pids(), runs: [{ url: server.url, requestFile: file, connections: options.connections }] });
+        } finally {
+          await server.stop();
+        }
+      });
+  }
+  for (const [key, target, fsync, durability] of [
+    ['sqlite', 'dumont sqlite', 'transitions', DURABILITY.sqlite],
+    ['sqlite-fsync', 'dumont sqlite fsync=always', 'always', DURABILITY.sqliteFsync],
+  ]) {
+    if (!wants(key)) continue;
+    await runTarget(target, async () => {
+      const data = tempDir(key);
+      const server = await startDumont({ databaseUrl: `sqlite:${join(data.dir, 'dumont.db')}`, adminKey, env: { DUMONT_FSYNC: fsync }, cpuProfDir });
+      try {
+        say(`${target}: registering ${options.instances} instances…`);
+        const tokens = await registerAll(server.url);
+        const file = requestFile(key, heartbeatRequests(fleet, (h) => tokens.get(h.instanceId)));
+        await measure(target, { durability, pids: () => [server.pid], runs: [{ url: server.url, requestFile: file, connections: options.connections }] });
+        await fixedRate(target, { durability, url: server.url, requestFile: file, pids: [server.pid] });
+      } finally {
+        await server.stop();
+        data.remove();
+      }
+    });
+  }
+  for (const [key, target, replicas] of [
+    ['pg-1', 'dumont postgres ×1', 1],
+    ['pg-3', 'dumont postgres ×3', 3],
+  ]) {
+    if (!wants(key)) continue;
+    const pg = await postgresAvailable();
+    if (pg.missing) {
+      skip(target, pg.missing);
+      continue;
+    }
+    await runTarget(target, async () => {
+      const db = await createBenchDatabase();
+      cleanups.push(() => db.drop());
+      const servers = [];
+      try {
+        // The first replica migrates the schema; the others start on it.
+        servers.push(await startDumont({ databaseUrl: db.url, adminKey, cpuProfDir }));
+        for (let i = 1; i < replicas; i++) servers.push(await startDumont({ databaseUrl: db.url, adminKey, cpuProfDir }));
+        say(`${target}: registering ${options.instances} instances…`);
+        const tokens = await registerAll(servers[0].url);
+        // One wrk per replica, each over its own third of the fleet: wrk cannot spread over several
+        // hosts, and a proxy in front would cost CPU of its own on the same two cores.
+        const runs = servers.map((server, i) => {
+          const share = fleet.filter((_h, j) => j % replicas === i);
+          const file = requestFile(`${key}-${i}`, heartbeatRequests(share, (h) => tokens.get(h.instanceId)));
+          const connections = Math.floor(options.connections / replicas) + (i < options.connections % replicas ? 1 : 0);
+          return { url: server.url, requestFile: file, connections };
+        });
+        await measure(target, {
+          durability: pgDurability(db.settings),
+          pids: () => servers.map((s) => s.pid),
+          storePids: db.backendPids,
+          runs,
+        });
+      } finally {
+        await Promise.all(servers.map((s) => s.stop()));
+        await db.drop().catch((e) => say(`${target}: could not drop ${db.name}: ${e.message}`));
+      }
+    });
+  }
+}
+
+if (wants('fleet') && !interrupted) {
+  await runTarget(`fleet of ${options.fleet}`, async () => {
+    results.fleet = await fleetScenario({
+      size: options.fleet,
+      adminKey,
+      say,
+      listRequests: options.listRequests,
+      intervalSeconds: options.fleetInterval,
+      workDir: work.dir,
+      cpuProfDir,
+    });
+  });
+}
+
+if (wants('agent') && !interrupted) {
+  results.agent = await agentFootprint(say);
+}
+
+if (cpuProfDir) {
+  for (const file of readdirSync(cpuProfDir).filter((f) => f.endsWith('.cpuprofile'))) {
+    const summary = summarizeProfile(join(cpuProfDir, file));
+    results.profiles.push({ ...summary, text: formatProfile(summary) });
+  }
+}
+
+results.finishedAt = new Date().toISOString();
+const markdown = markdownReport(results);
+process.stdout.write(`\n${markdown}\n`);
+const resultsDir = join(ROOT, 'bench/results');
+mkdirSync(resultsDir, { recursive: true });
+const jsonFile = join(resultsDir, `${results.startedAt.replace(/[:.]/g, '-')}.json`);
+writeFileSync(jsonFile, `${JSON.stringify(results, null, 2)}\n`);
+say(`\nbench: wrote ${jsonFile}`);
+if (writeDocs) {
+  writePerformanceDoc(join(ROOT, 'docs/PERFORMANCE.md'), markdown);
+  say('bench: refreshed docs/PERFORMANCE.md');
+} else {
+  say('bench: docs/PERFORMANCE.md left as it is (only a full run of every target rewrites it)');
+}
+for (const c of cleanups.reverse()) await Promise.resolve().then(c).catch(() => {});

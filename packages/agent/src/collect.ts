@@ -1,0 +1,74 @@
+import { hostname } from 'node:os';
+import type { CollectorError, CommandResult, HeartbeatRequest } from '@dumont/protocol';
+import { ActivityTracker } from './collectors/activity.js';
+import { defaultRuntimeDirs, readJupyter } from './collectors/jupyter.js';
+import { NvidiaSmiCollector } from './collectors/nvidia-smi.js';
+import { SYSTEM_PATHS, readPasswd, type SystemPaths } from './collectors/proc.js';
+import { readSessions } from './collectors/sessions.js';
+import type { AgentConfig } from './config.js';
+import { buildHeartbeat } from './heartbeat/body.js';
+import type { Logger } from './log.js';
+import { AGENT_VERSION } from './version.js';
+
+export interface CollectDeps {
+  log: Logger;
+  now: () => number;
+  env: NodeJS.ProcessEnv;
+  paths?: SystemPaths;
+}
+
+/**
+ * All collectors for one beat, run side by side, into one heartbeat body. Collector failures are
+ * carried in the body (`collector_errors`) and logged once when they start and once when they
+ * clear, not on every beat.
+ */
+export function createBeatCollector(
+  config: Pick<AgentConfig, 'instanceId' | 'nvidiaSmi' | 'nvidiaSmiTimeoutMs' | 'idleUtilizationPercent' | 'utmpFile' | 'jupyterRuntimeDirs'>,
+  deps: CollectDeps,
+): (results: CommandResult[]) => Promise<HeartbeatRequest> {
+  const paths = deps.paths ?? SYSTEM_PATHS;
+  const gpu = new NvidiaSmiCollector({ path: config.nvidiaSmi, timeoutMs: config.nvidiaSmiTimeoutMs });
+  const tracker = new ActivityTracker();
+  let lastErrors = new Map<string, string>();
+
+  return async (results) => {
+    const passwd = await readPasswd(paths.passwd);
+    const runtimeDirs = config.jupyterRuntimeDirs ?? defaultRuntimeDirs(deps.env, passwd);
+    const [gpus, sessions, jupyter] = await Promise.all([
+      gpu.collect(),
+      readSessions(config.utmpFile, paths),
+      readJupyter({ runtimeDirs, timeoutMs: 2000, passwd, procRoot: paths.proc }),
+    ]);
+    const now = deps.now();
+    const errors: CollectorError[] = [...gpus.errors];
+    if (!sessions.ok) errors.push({ collector: 'sessions', message: sessions.message });
+    else if (sessions.problems.length > 0) errors.push({ collector: 'sessions', message: sessions.problems.join('; ') });
+    for (const message of jupyter.errors) errors.push({ collector: 'jupyter', message });
+
+    const activity = tracker.observe({
+      now,
+      idleUtilizationPercent: config.idleUtilizationPercent,
+      gpus: gpus.gpus,
+      processes: gpus.processes,
+      sessions: sessions.ok ? sessions.sessions : null,
+      jupyter,
+    });
+    if (activity.reasons.length > 0) deps.log.debug('activity', { reasons: activity.reasons });
+
+    const current = new Map(errors.map((e) => [`${e.collector}: ${e.message}`, e.collector]));
+    for (const [key, collector] of current) if (!lastErrors.has(key)) deps.log.warn('collector failed', { collector, error: key.slice(collector.length + 2) });
+    for (const [key, collector] of lastErrors) if (!current.has(key)) deps.log.info('collector recovered', { collector, was: key.slice(collector.length + 2) });
+    lastErrors = current;
+
+    return buildHeartbeat({
+      instanceId: config.instanceId ?? 0,
+      hostname: hostname(),
+      now,
+      agentVersion: AGENT_VERSION,
+      gpu: gpus,
+      activity,
+      commandResults: results,
+      collectorErrors: errors,
+    });
+  };
+}

@@ -1,0 +1,13 @@
+export { ApiClient, assertLoopback, retryAfterMs, type ApiResponse } from './api-client.js';
+export { initialState, sampleHost, silenceAfterBeat, type BehaviourState, type HostSample } from './behaviour.js';
+export { planAgent, planFleet, profileCounts, type AgentSpec, type GpuSpec } from './fleet-plan.js';
+export { GPU_MODELS } from './gpu-models.js';
+export { heartbeatBody, nextTimestamp } from './heartbeat-body.js';
+export { LatencyHistogram } from './latency-histogram.js';
+export { Pacer } from './pacer.js';
+export { deriveSeed, Rng } from './prng.js';
+export { DEFAULT_MIX, parseMix, PROFILES, type ProfileMix, type ProfileName } from './profiles.js';
+export { registerFleet, type RegisterResult } from './register-fleet.js';
+export { runSimulation, type SimulationOptions, type SimulationResult } from './simulation.js';
+export { formatSummary, type SimulationSummary } from './summary.js';
+export { readTokensFile, writeTokensFile, type TokenEntry } from './tokens-file.js';
