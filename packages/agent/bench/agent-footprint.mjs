@@ -43,9 +43,11 @@ const server = http.createServer((req, res) => {
 await new Promise((r) => server.listen(0, '127.0.0.1', r));
 const url = `http://127.0.0.1:${server.address().port}`;
 
+// Run as the systemd unit runs it: with the same V8 flags.
+const { NODE_FLAGS } = await import(new URL('../dist/install/systemd.js', import.meta.url).href);
 const agent = spawn(
   process.execPath,
-  [cli, '--instance-id', '1', '--api-url', url, '--nvidia-smi', smi, '--state-dir', join(tmp, 'state'), '--utmp-file', join(tmp, 'no-utmp'), '--jupyter-runtime-dir', join(tmp, 'jupyter'), '--log-level', 'warn'],
+  [...NODE_FLAGS, cli, '--instance-id', '1', '--api-url', url, '--nvidia-smi', smi, '--state-dir', join(tmp, 'state'), '--utmp-file', join(tmp, 'no-utmp'), '--jupyter-runtime-dir', join(tmp, 'jupyter'), '--log-level', 'warn'],
   { env: { ...process.env, DUMONT_AGENT_TOKEN: 'bench-token-0123456789' }, stdio: ['ignore', 'ignore', 'inherit'] },
 );
 

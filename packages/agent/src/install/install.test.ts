@@ -34,7 +34,7 @@ describe('unit file', () => {
     expect(unit).toMatch(/^RestartSec=5$/m);
     expect(unit).toMatch(/^After=network-online\.target$/m);
     expect(unit).toMatch(/^Wants=network-online\.target$/m);
-    expect(unit).toMatch(/^ExecStart=\/usr\/bin\/node \/usr\/lib\/node_modules\/@dumont\/agent\/dist\/cli\.js run --config \/etc\/dumont-agent\/config\.json$/m);
+    expect(unit).toMatch(/^ExecStart=\/usr\/bin\/node --max-semi-space-size=1 --lite-mode \/usr\/lib\/node_modules\/@dumont\/agent\/dist\/cli\.js run --config \/etc\/dumont-agent\/config\.json$/m);
     expect(unit).toMatch(/^WantedBy=multi-user\.target$/m);
   });
 
@@ -73,7 +73,7 @@ describe('dumont-agent install / uninstall (real process)', () => {
     expect(result.stderr).toBe('');
     expect(result.status).toBe(0);
     const unit = readFileSync(join(r, 'etc/systemd/system/dumont-agent.service'), 'utf8');
-    expect(unit).toContain(`ExecStart=${process.execPath} ${cli} run --config /etc/dumont-agent/config.json`);
+    expect(unit).toContain(`ExecStart=${process.execPath} --max-semi-space-size=1 --lite-mode ${cli} run --config /etc/dumont-agent/config.json`);
     expect(JSON.parse(readFileSync(join(r, 'etc/dumont-agent/config.json'), 'utf8'))).toEqual({
       'api-url': 'http://host:8080',
       'instance-id': 456789,
