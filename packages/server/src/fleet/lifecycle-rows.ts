@@ -28,18 +28,44 @@ export function policyOf(row: LifecycleRow, config: ServerConfig): InstancePolic
   };
 }
 
-export function factsPatch(facts: LifecycleFacts, deadline: number | null): InstanceUpdate {
-  return {
-    status: facts.status,
-    last_heartbeat_at: facts.lastHeartbeatAt,
-    idle_since: facts.idleSince,
-    scheduled_at: facts.scheduledAt,
-    postponed_until: facts.postponedUntil,
-    hibernate_issued_at: facts.hibernateIssuedAt,
-    online_since: facts.onlineSince,
-    deadline,
-  };
+const FACT_COLUMNS = {
+  status: 'status',
+  lastHeartbeatAt: 'last_heartbeat_at',
+  idleSince: 'idle_since',
+  scheduledAt: 'scheduled_at',
+  postponedUntil: 'postponed_until',
+  hibernateIssuedAt: 'hibernate_issued_at',
+  onlineSince: 'online_since',
+} as const satisfies Record<keyof LifecycleFacts, keyof LifecycleRow>;
+
+/**
+ * How much earlier than the true deadline the stored one may be before it is rewritten. The sweeper
+ * only ever looks early (then re-stores the exact deadline), never late; in exchange a beat every 30 s
+ * rewrites the indexed deadline every other beat instead of every beat.
+ */
+export const DEADLINE_SLACK_MS = 45_000;
+
+export function shouldStoreDeadline(stored: number | null, next: number | null, now: number): boolean {
+  if (next === null || stored === null) return next !== stored;
+  // A stored deadline that has passed must move, or the sweeper would find it due again and again.
+  return stored <= now || next < stored || next - stored > DEADLINE_SLACK_MS;
 }
+
+/**
+ * The columns in which `facts` differ from the stored row; an unchanged column is not written (nor
+ * its indexes touched). `facts` is the whole current state, so the result replaces earlier patches.
+ */
+export function factsPatch(row: LifecycleRow, facts: LifecycleFacts, deadline: number | null, now: number): InstanceUpdate {
+  const patch: Record<string, unknown> = {};
+  for (const fact of Object.keys(FACT_COLUMNS) as (keyof LifecycleFacts)[]) {
+    const column = FACT_COLUMNS[fact];
+    if (facts[fact] !== row[column]) patch[column] = facts[fact];
+  }
+  if (shouldStoreDeadline(row.deadline, deadline, now)) patch.deadline = deadline;
+  return patch as InstanceUpdate;
+}
+
+const PATCHED_BY_FACTS: readonly string[] = [...Object.values(FACT_COLUMNS), 'deadline'];
 
 export function eventRows(instanceId: number, at: number, events: readonly PolicyEvent[]): NewEventRow[] {
   return events.map((e) => ({
@@ -77,7 +103,9 @@ export class InstanceWrite {
     if (decision.facts.status !== this.facts.status) this.durable = true;
     this.facts = decision.facts;
     this.events.push(...decision.events);
-    this.patch = { ...this.patch, ...factsPatch(decision.facts, decision.deadline) };
+    const patch: Record<string, unknown> = { ...this.patch };
+    for (const column of PATCHED_BY_FACTS) delete patch[column];
+    this.patch = { ...(patch as InstanceUpdate), ...factsPatch(this.row, decision.facts, decision.deadline, this.now) };
     const hibernateCommandId = this.hibernateCommandId;
     if (decision.expireHibernate && hibernateCommandId) {
       this.patch.hibernate_command_id = null;

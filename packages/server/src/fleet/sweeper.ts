@@ -23,7 +23,7 @@ export class Sweeper {
     private readonly onError: (error: unknown) => void = () => {},
   ) {}
 
-  /** One pass over everything due at the clock's `now`; returns how many instances changed. */
+  /** One pass over everything due at the clock's `now`; returns how many instances changed status. */
   async sweep(): Promise<number> {
     const now = this.clock.now();
     let changed = 0;
@@ -35,7 +35,8 @@ export class Sweeper {
         while (next < due.length) if (await this.sweepOne(due[next++]!, now)) changed += 1;
       };
       await Promise.all(Array.from({ length: Math.min(PARALLEL, due.length) }, worker));
-      // A full batch means more may be due; one that moved nothing would only be read again.
+      // A full batch means more may be due. Every visit moved its deadline past `now`, so the next
+      // read returns other rows; stop anyway if a batch changed nothing, rather than spin.
       if (due.length < BATCH || changed === changedBefore) break;
     }
     return changed;
@@ -49,7 +50,8 @@ export class Sweeper {
       const write = new InstanceWrite(row, now);
       await write.absorb(evaluate(write.facts, policyOf(row, this.config), { kind: 'tick' }, this.config, now), repo, 'policy');
       await write.commit(repo);
-      return true;
+      // A stored deadline may be early (see DEADLINE_SLACK_MS): then this visit only re-stored it.
+      return write.facts.status !== row.status;
     });
   }
 

@@ -191,6 +191,24 @@ for (const backend of await testBackends()) {
       expect((await t.request('GET', '/api/v1/agent/instances/20')).json.status).toBe('active');
     });
 
+    it('marks offline exactly one window after the last beat, though beats do not rewrite the deadline each time', async () => {
+      const token = await t.register(21);
+      for (let i = 0; i < 20; i++) {
+        await t.beat(token, busy(21));
+        expect(await t.sweep()).toBe(0);
+        t.clock.advance(30_000);
+      }
+      const lastBeat = t.clock.now() - 30_000;
+      // Sweep every second of the silence: nothing changes before lastBeat + 90 s, and then it is offline.
+      const changes: number[] = [];
+      for (let at = t.clock.now(); at <= lastBeat + 95_000; at += 1000) {
+        t.clock.set(at);
+        if ((await t.sweep()) > 0) changes.push(at - lastBeat);
+      }
+      expect(changes).toEqual([90_000]);
+      expect((await t.request('GET', '/api/v1/agent/instances/21')).json.status).toBe('offline');
+    });
+
     it('restart loses nothing: state, counts and a running countdown resume where they were', async () => {
       const token = await t.register(30);
       await t.request('PATCH', '/api/v1/agent/instances/30/hibernation', { body: { threshold_minutes: 1 } });
