@@ -182,6 +182,11 @@ async function measure(target, { durability, pids, storePids, runs }) {
     rssMb: sum(processPids.map(peakRssMb)),
     machineBusyPercent: machine(),
   };
+  // Whatever else ran on the machine meanwhile, in % of one core: what the others took from this run.
+  row.otherCpuPercent = Math.max(
+    0,
+    (row.machineBusyPercent / 100) * results.machine.cpus * 100 - row.cpuPercent - (row.storeCpuPercent ?? 0) - row.wrkCpuPercent,
+  );
   results.closedLoop.push(row);
   say(`${target}: ${Math.round(row.rps)} req/s, p50 ${row.p50.toFixed(2)} ms, p99 ${row.p99.toFixed(2)} ms, CPU ${Math.round(row.cpuPercent)} %, errors ${row.errors + row.non2xx}`);
   return row;
@@ -191,13 +196,28 @@ async function fixedRate(target, { durability, url, requestFile, pids }) {
   say(`${target}: open loop at ${options.rate}/s for ${options.rateSeconds} s…`);
   const cpu = cpuMeter(pids);
   const machine = machineMeter();
+  let generator = null;
+  let generatorPercent = 0;
   const r = await runCommand(
     process.execPath,
     [join(ROOT, 'bench/open-loop.mjs'), url, requestFile, String(options.rate), String(options.rateSeconds), String(options.connections), '2'],
-    { timeoutMs: (options.rateSeconds + 60) * 1000 },
+    {
+      timeoutMs: (options.rateSeconds + 60) * 1000,
+      onSpawn: (child) => {
+        const meter = cpuMeter([child.pid]);
+        // Sampled while it runs: its /proc entry goes when it exits.
+        generator = setInterval(() => {
+          const percent = meter();
+          if (percent > 0) generatorPercent = percent;
+        }, 200);
+      },
+    },
   );
+  clearInterval(generator);
   if (r.code !== 0) throw new Error(`open-loop generator failed: ${r.stderr}`);
   const row = { target, durability, ...JSON.parse(r.stdout.trim().split('\n').pop()), cpuPercent: cpu(), machineBusyPercent: machine() };
+  row.generatorCpuPercent = generatorPercent;
+  row.otherCpuPercent = Math.max(0, (row.machineBusyPercent / 100) * results.machine.cpus * 100 - row.cpuPercent - generatorPercent);
   results.fixedRate.push(row);
   say(`${target}: ${Math.round(row.answeredPerSecond)}/s answered, p50 ${row.p50.toFixed(2)} ms, p99 ${row.p99.toFixed(2)} ms, CPU ${Math.round(row.cpuPercent)} %`);
 }

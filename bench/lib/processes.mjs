@@ -63,10 +63,11 @@ export async function startProcess({ name, command, args = [], env = {}, ready, 
 }
 
 /** Runs a command to its end, with a time limit; resolves with its exit code and output. */
-export function runCommand(command, args, { env = {}, timeoutMs = 600_000, input } = {}) {
+export function runCommand(command, args, { env = {}, timeoutMs = 600_000, input, onSpawn } = {}) {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: [input ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
     started.add(child);
+    onSpawn?.(child);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c) => (stdout += c.toString()));

@@ -14,13 +14,13 @@ export function closedLoopTable(rows) {
   const etcd = base('etcd');
   const pushgateway = base('pushgateway');
   const lines = [
-    '| target | durability | req/s | p50 ms | p99 ms | CPU % of a core | peak RSS MB | vs node:http | vs etcd | vs pushgateway | errors | machine busy % (all cores) |',
+    '| target | durability | req/s | p50 ms | p99 ms | CPU % of a core | peak RSS MB | vs node:http | vs etcd | vs pushgateway | errors | wrk CPU % | other processes CPU % |',
     '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of rows) {
     const cpu = r.storeCpuPercent === null || r.storeCpuPercent === undefined ? num(r.cpuPercent) : `${num(r.cpuPercent)} + PG ${num(r.storeCpuPercent)}`;
     lines.push(
-      `| ${r.target} | ${r.durability} | ${num(r.rps)} | ${ms(r.p50)} | ${ms(r.p99)} | ${cpu} | ${num(r.rssMb)} | ${ratio(r.rps, node)} | ${ratio(r.rps, etcd)} | ${ratio(r.rps, pushgateway)} | ${r.errors + r.non2xx} | ${num(r.machineBusyPercent)} |`,
+      `| ${r.target} | ${r.durability} | ${num(r.rps)} | ${ms(r.p50)} | ${ms(r.p99)} | ${cpu} | ${num(r.rssMb)} | ${ratio(r.rps, node)} | ${ratio(r.rps, etcd)} | ${ratio(r.rps, pushgateway)} | ${r.errors + r.non2xx} | ${num(r.wrkCpuPercent)} | ${num(r.otherCpuPercent)} |`,
     );
   }
   return lines.join('\n');
@@ -28,12 +28,12 @@ export function closedLoopTable(rows) {
 
 export function fixedRateTable(rows) {
   const lines = [
-    '| target | durability | asked/s | answered/s | p50 ms | p99 ms | p99.9 ms | max ms | CPU % of a core | errors | machine busy % (all cores) |',
+    '| target | durability | asked/s | answered/s | p50 ms | p99 ms | p99.9 ms | max ms | CPU % of a core | errors | generator CPU % | other processes CPU % |',
     '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of rows) {
     lines.push(
-      `| ${r.target} | ${r.durability} | ${num(r.rate)} | ${num(r.answeredPerSecond)} | ${ms(r.p50)} | ${ms(r.p99)} | ${ms(r.p999)} | ${ms(r.max)} | ${num(r.cpuPercent)} | ${r.errors + r.non2xx + r.unanswered} | ${num(r.machineBusyPercent)} |`,
+      `| ${r.target} | ${r.durability} | ${num(r.rate)} | ${num(r.answeredPerSecond)} | ${ms(r.p50)} | ${ms(r.p99)} | ${ms(r.p999)} | ${ms(r.max)} | ${num(r.cpuPercent)} | ${r.errors + r.non2xx + r.unanswered} | ${num(r.generatorCpuPercent)} | ${num(r.otherCpuPercent)} |`,
     );
   }
   return lines.join('\n');

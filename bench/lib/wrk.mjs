@@ -1,12 +1,28 @@
 import { fileURLToPath } from 'node:url';
 import { runCommand } from './processes.mjs';
+import { cpuTicks, ticksPerSecond } from './proc-stats.mjs';
 
 const SCRIPT = fileURLToPath(new URL('../wrk-rotate.lua', import.meta.url));
 
 /** One wrk run (1 thread, closed loop): every connection sends its next request when the last is answered. */
 export async function runWrk({ url, requestFile, seconds, connections = 64, timeoutSeconds = 10 }) {
   const args = ['-t1', `-c${connections}`, `-d${seconds}s`, `--timeout`, `${timeoutSeconds}s`, '-s', SCRIPT, url, '--', requestFile];
-  const result = await runCommand('wrk', args, { timeoutMs: (seconds + timeoutSeconds + 30) * 1000 });
+  // wrk's own CPU, sampled while it runs (its /proc entry goes when it exits): the load generator
+  // shares the cores with the target, so its cost is part of the picture.
+  let firstTicks = null;
+  let lastTicks = null;
+  let sampler = null;
+  const result = await runCommand('wrk', args, {
+    timeoutMs: (seconds + timeoutSeconds + 30) * 1000,
+    onSpawn: (child) => {
+      firstTicks = cpuTicks(child.pid);
+      sampler = setInterval(() => {
+        const t = cpuTicks(child.pid);
+        if (t !== null) lastTicks = t;
+      }, 200);
+    },
+  });
+  clearInterval(sampler);
   const line = result.stdout.split('\n').find((l) => l.startsWith('WRK_JSON '));
   if (result.code !== 0 || !line) throw new Error(`wrk failed (${result.code}): ${result.stderr || result.stdout}`);
   const r = JSON.parse(line.slice('WRK_JSON '.length));
@@ -21,6 +37,7 @@ export async function runWrk({ url, requestFile, seconds, connections = 64, time
     p99: r.p99_us / 1000,
     p999: r.p999_us / 1000,
     max: r.max_us / 1000,
+    wrkCpuPercent: firstTicks !== null && lastTicks !== null ? ((lastTicks - firstTicks) / ticksPerSecond / (r.duration_us / 1e6)) * 100 : null,
   };
 }
 
@@ -43,6 +60,7 @@ export async function runWrkSet(runs, seconds) {
     p99: Math.max(...results.map((r) => r.p99)),
     p999: Math.max(...results.map((r) => r.p999)),
     max: Math.max(...results.map((r) => r.max)),
+    wrkCpuPercent: results.reduce((n, r) => n + (r.wrkCpuPercent ?? 0), 0),
     runs: results.length,
   };
 }

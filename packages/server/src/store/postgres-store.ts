@@ -43,8 +43,13 @@ export class PostgresStore extends KyselyRepository implements FleetStore {
     }
     const kysely = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     if (options.schema) await sql`create schema if not exists ${sql.id(options.schema)}`.execute(kysely);
-    const { rows } = await sql<{ schema: string }>`select current_schema() as schema`.execute(kysely);
-    await migrateToLatest(kysely, 'postgres', rows[0]?.schema ?? 'public');
+    let schema = options.schema;
+    if (schema === undefined) {
+      const { rows } = await sql<{ schema: string | null }>`select current_schema() as schema`.execute(kysely);
+      if (!rows[0]?.schema) throw new Error('PostgreSQL: the search_path names no existing schema; create it first');
+      schema = rows[0].schema;
+    }
+    await migrateToLatest(kysely, 'postgres', schema);
     return new PostgresStore(kysely);
   }
 
