@@ -19,7 +19,7 @@ import type { Clock } from '../clock.js';
 import type { ServerConfig } from '../config.js';
 import { evaluate, type PolicyInput } from '../policy/hibernation-policy.js';
 import { hashSecret, newSecret } from '../secrets.js';
-import type { InstanceRow, InstanceUpdate } from '../store/schema.js';
+import { newInstanceRow, type InstanceRow, type InstanceUpdate } from '../store/schema.js';
 import type { FleetRepository, FleetStore } from '../store/store.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
 import { eventRows, InstanceWrite, policyOf } from './lifecycle-rows.js';
@@ -57,22 +57,9 @@ export class OperatorService {
         await repo.requireDurableCommit();
         return true;
       }
-      await repo.insertInstance({
-        instance_id: request.instance_id,
-        owner,
-        agent_token_hash: tokenHash,
-        hostname: request.hostname ?? null,
-        registered_at: now,
-        status: 'offline',
-        hibernation_enabled: 1,
-        ignore_gpu_processes: 0,
-        heartbeat_count: 0,
-        gpus_json: '[]',
-        gpu_count: 0,
-        collector_errors_json: '[]',
-        open_commands: 0,
-        version: 0,
-      });
+      await repo.insertInstance(
+        newInstanceRow({ instance_id: request.instance_id, owner, agent_token_hash: tokenHash, hostname: request.hostname ?? null, registered_at: now }),
+      );
       await repo.insertEvents(eventRows(request.instance_id, now, [{ type: 'registered', reason: `registered for owner ${owner}` }]));
       await repo.requireDurableCommit();
       return false;

@@ -103,3 +103,22 @@ export type InstanceUpdate = Updateable<InstancesTable>;
 export type CommandRow = Selectable<CommandsTable>;
 export type EventRow = Selectable<EventsTable>;
 export type NewEventRow = Insertable<EventsTable>;
+
+/** A freshly registered instance: never seen, so `offline`, hibernation on with the server's threshold. */
+export function newInstanceRow(
+  fields: Pick<NewInstanceRow, 'instance_id' | 'owner' | 'agent_token_hash' | 'registered_at'> & Partial<NewInstanceRow>,
+): NewInstanceRow {
+  return {
+    hostname: null,
+    status: 'offline',
+    hibernation_enabled: 1,
+    ignore_gpu_processes: 0,
+    heartbeat_count: 0,
+    gpus_json: '[]',
+    gpu_count: 0,
+    collector_errors_json: '[]',
+    open_commands: 0,
+    version: 0,
+    ...fields,
+  };
+}

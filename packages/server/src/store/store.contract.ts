@@ -1,28 +1,19 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { TestBackend } from '../test-support/backends.js';
-import type { NewInstanceRow } from './schema.js';
+import { newInstanceRow, type NewInstanceRow } from './schema.js';
 import type { FleetStore } from './store.js';
 
 const T = 1_767_225_600_000; // epoch ms well past 2^32, as real timestamps are
 
 export function instanceRow(instanceId: number, overrides: Partial<NewInstanceRow> = {}): NewInstanceRow {
-  return {
+  return newInstanceRow({
     instance_id: instanceId,
     owner: 'alice',
     agent_token_hash: `hash-${instanceId}`,
     hostname: `gpu-${instanceId}`,
     registered_at: T,
-    status: 'offline',
-    hibernation_enabled: 1,
-    ignore_gpu_processes: 0,
-    heartbeat_count: 0,
-    gpus_json: '[]',
-    gpu_count: 0,
-    collector_errors_json: '[]',
-    open_commands: 0,
-    version: 0,
     ...overrides,
-  };
+  });
 }
 
 /** The one store contract, run against every backend (see store.test.ts). */
