@@ -4,7 +4,7 @@
 // a fixed-rate run; the 100k-instance fleet; the agent's footprint. Prints markdown, writes
 // bench/results/<timestamp>.json and (full runs) docs/PERFORMANCE.md. Everything runs on 127.0.0.1.
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ApiClient, registerFleet } from '../packages/simulator/dist/index.js';
@@ -40,13 +40,15 @@ const GROUPS = {
 };
 
 const USAGE = `usage: npm run bench -- [--quick] [--only LIST] [--seconds S] [--fleet N] [--no-docs] [--cpu-prof DIR]
+       npm run bench -- --report bench/results/FILE.json [--docs]
 
   --quick          a few seconds per target and a 10,000-instance fleet (smoke test)
   --only LIST      comma-separated: ${TARGETS.join(', ')} (groups: sqlite, pg, node, 100k)
   --seconds S      timed seconds per target (default 12; quick 3)
   --fleet N        size of the large fleet (default 100000; quick 10000)
   --no-docs        do not rewrite docs/PERFORMANCE.md (only full runs of every target write it)
-  --cpu-prof DIR   run Dumont servers under node --cpu-prof, profiles in DIR, summaries in the report`;
+  --cpu-prof DIR   run Dumont servers under node --cpu-prof, profiles in DIR, summaries in the report
+  --report FILE    print the markdown of a saved run again (with --docs: also rewrite docs/PERFORMANCE.md)`;
 
 const { values } = parseArgs({
   options: {
@@ -56,11 +58,21 @@ const { values } = parseArgs({
     fleet: { type: 'string' },
     'no-docs': { type: 'boolean', default: false },
     'cpu-prof': { type: 'string' },
+    report: { type: 'string' },
+    docs: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
 if (values.help) {
   process.stdout.write(`${USAGE}\n`);
+  process.exit(0);
+}
+if (values.report) {
+  // Rendering only: the tables of a saved run, after a change to how they are printed.
+  const saved = JSON.parse(readFileSync(values.report, 'utf8'));
+  const markdown = markdownReport(saved);
+  process.stdout.write(`${markdown}\n`);
+  if (values.docs) writePerformanceDoc(join(ROOT, 'docs/PERFORMANCE.md'), markdown);
   process.exit(0);
 }
 
@@ -247,7 +259,9 @@ const DURABILITY = {
   sqlite: 'WAL, fsync only on transitions (`transitions`, default)',
   sqliteFsync: 'WAL fdatasync before every answer (`always`)',
 };
-const pgDurability = (s) => `commit waits for WAL flush (fsync=${s.fsync}, synchronous_commit=${s.synchronous_commit})`;
+// The server picks synchronous_commit per connection and transaction (plain beats off, transitions on);
+// only the database's own settings can be read from outside.
+const pgDurability = (s) => `as the server sets it per commit (plain beats: synchronous_commit off; transitions: on); database fsync=${s.fsync}`;
 
 async function runTarget(target, body) {
   if (interrupted) return;

@@ -94,10 +94,11 @@ export async function fleetScenario({ size, adminKey, say, listRequests = 500, i
       requestFile,
       heartbeatRequests(benchFleet(size, { seed: SEED, firstInstanceId: FIRST_ID }), (h) => tokens.get(h.instanceId)),
     );
-    const rate = Math.round(size / intervalSeconds);
-    say(`fleet: join round, ${size} first beats at ${rate}/s (each a stored transition)…`);
+    // Unrounded, so each round is exactly one beat per instance.
+    const rate = size / intervalSeconds;
+    say(`fleet: join round, ${size} first beats at ${Math.round(rate)}/s (each a stored transition)…`);
     const joinRound = await openLoop(server.url, requestFile, rate, intervalSeconds);
-    say(`fleet: steady round at ${rate}/s, listing meanwhile…`);
+    say(`fleet: steady round at ${Math.round(rate)}/s, listing meanwhile…`);
     const steadyRound = await openLoop(server.url, requestFile, rate, intervalSeconds, async () => {
       await sleep(2000);
       const cpu = cpuMeter([server.pid]);

@@ -15,7 +15,7 @@ export function closedLoopTable(rows) {
   const pushgateway = base('pushgateway');
   const lines = [
     '| target | durability | req/s | p50 ms | p99 ms | CPU % of a core | peak RSS MB | vs node:http | vs etcd | vs pushgateway | errors | wrk CPU % | other processes CPU % |',
-    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of rows) {
     const cpu = r.storeCpuPercent === null || r.storeCpuPercent === undefined ? num(r.cpuPercent) : `${num(r.cpuPercent)} + PG ${num(r.storeCpuPercent)}`;
@@ -29,7 +29,7 @@ export function closedLoopTable(rows) {
 export function fixedRateTable(rows) {
   const lines = [
     '| target | durability | asked/s | answered/s | p50 ms | p99 ms | p99.9 ms | max ms | CPU % of a core | errors | generator CPU % | other processes CPU % |',
-    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of rows) {
     lines.push(
@@ -145,7 +145,9 @@ export function markdownReport(results) {
   }
   if (results.fleet && !results.fleet.missing) parts.push(`### ${num(results.fleet.size)} registered instances (SQLite)\n\n${fleetTable(results.fleet)}`);
   if (results.agent) {
-    parts.push(`### Agent footprint\n\n${results.agent.missing ? `Not measured: ${results.agent.missing}.` : `From \`${results.agent.script}\`:\n\n${results.agent.output}`}`);
+    // The agent's own report has headings of its own: nest them under this section's.
+    const output = results.agent.output?.replace(/^(#{1,3}) /gm, '#### ');
+    parts.push(`### Agent footprint\n\n${results.agent.missing ? `Not measured: ${results.agent.missing}.` : `From \`${results.agent.script}\`:\n\n${output}`}`);
   }
   const checks = targetChecks(results);
   if (checks.length) parts.push(`### Targets\n\n${checks.map((c) => `- ${c.line}`).join('\n')}`);
