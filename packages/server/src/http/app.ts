@@ -5,10 +5,9 @@ import type { Clock } from '../clock.js';
 import type { ServerConfig } from '../config.js';
 import { HeartbeatService, type HibernationProvider } from '../fleet/heartbeat-service.js';
 import { OperatorService } from '../fleet/operator-service.js';
-import { hashSecret } from '../secrets.js';
 import type { FleetStore } from '../store/store.js';
 import { agentRoutes } from './agent-routes.js';
-import { Authenticator } from './auth.js';
+import { Authenticator, credentialHashOf } from './auth.js';
 import { installErrorHandling } from './error-handler.js';
 import { instanceRoutes } from './instance-routes.js';
 import { validatorCompiler } from './validation.js';
@@ -65,10 +64,7 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
       max: config.rateLimitPerMinute,
       timeWindow: 60_000,
       // Per credential, keyed by its hash so the limiter's memory holds no secret.
-      keyGenerator: (request) => {
-        const header = request.headers.authorization;
-        return header ? hashSecret(header) : `ip:${request.ip}`;
-      },
+      keyGenerator: (request) => credentialHashOf(request) ?? `ip:${request.ip}`,
       errorResponseBuilder: (_request, context) => ({
         statusCode: 429,
         error: 'rate_limited',

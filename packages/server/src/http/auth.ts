@@ -6,12 +6,26 @@ import type { FleetStore } from '../store/store.js';
 
 export const ADMIN_OWNER = 'admin';
 
-/** The hash of the bearer credential; the clear value never leaves this function. */
-export function bearerHash(request: FastifyRequest): string {
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** SHA-256 of the bearer credential, computed once per request (auth and rate limiting share it). */
+    credentialHash?: string | null;
+  }
+}
+
+/** The hash of the bearer credential, or null without one; the clear value never leaves here. */
+export function credentialHashOf(request: FastifyRequest): string | null {
+  if (request.credentialHash !== undefined) return request.credentialHash;
   const header = request.headers.authorization;
   const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
-  if (!match) throw new DumontError('unauthorized', 'send Authorization: Bearer <API key or agent token>', 'authorization');
-  return hashSecret(match[1]!);
+  request.credentialHash = match ? hashSecret(match[1]!) : null;
+  return request.credentialHash;
+}
+
+export function bearerHash(request: FastifyRequest): string {
+  const hash = credentialHashOf(request);
+  if (hash === null) throw new DumontError('unauthorized', 'send Authorization: Bearer <API key or agent token>', 'authorization');
+  return hash;
 }
 
 /** Resolves API keys: the environment's admin key, or one stored (hashed) by `keys create` / first start. */

@@ -38,7 +38,13 @@ export async function startServerProcess(opts: { env?: Record<string, string>; d
   });
   let output = '';
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start in time:\n${output}`)), 20_000);
+    const fail = (error: Error) => {
+      // A server that never said it listens must not outlive the test that started it.
+      child.kill('SIGKILL');
+      if (ownDir) rmSync(ownDir, { recursive: true, force: true });
+      reject(error);
+    };
+    const timer = setTimeout(() => fail(new Error(`server did not start in time (is DUMONT_LOG_LEVEL above info?):\n${output}`)), 20_000);
     const onData = (chunk: Buffer) => {
       output += chunk.toString();
       const match = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(output);
@@ -51,7 +57,7 @@ export async function startServerProcess(opts: { env?: Record<string, string>; d
     child.stderr!.on('data', onData);
     child.once('exit', (code) => {
       clearTimeout(timer);
-      reject(new Error(`server exited with ${code}:\n${output}`));
+      fail(new Error(`server exited with ${code}:\n${output}`));
     });
   });
   child.removeAllListeners('exit');
