@@ -9,7 +9,7 @@ import {
 } from '@dumont/protocol';
 import type { Clock } from '../clock.js';
 import type { ServerConfig } from '../config.js';
-import { evaluate, hibernateInSeconds, type InstancePolicy } from '../policy/hibernation-policy.js';
+import { evaluate, hibernateInSeconds, type Decision, type InstancePolicy } from '../policy/hibernation-policy.js';
 import type { IdleObservation } from '../policy/idle-observation.js';
 import { sameHash } from '../secrets.js';
 import type { InstanceUpdate } from '../store/schema.js';
@@ -74,11 +74,11 @@ export class HeartbeatService {
   /** Applies one heartbeat; answers only after the change is committed (durably, if it was a transition). */
   async ingest(tokenHash: string, beat: HeartbeatRequest): Promise<HeartbeatResponse> {
     const now = this.clock.now();
-    const outcome = await this.store.transaction(async (repo) => {
+    const outcome = (await this.tryPlainBeat(tokenHash, beat, now)) ?? (await this.store.transaction(async (repo) => {
       const row = await repo.getLifecycle(beat.instance_id, { forUpdate: true });
       if (!row || !sameHash(row.agent_token_hash, tokenHash)) return null;
       return this.applyBeat(repo, row, beat, now);
-    });
+    }));
     if (outcome === null) {
       // Looked up only on failure, so a good beat costs one indexed read by instance id.
       if ((await this.store.findInstanceIdByTokenHash(tokenHash)) === undefined) {
@@ -95,15 +95,43 @@ export class HeartbeatService {
     };
   }
 
+  /**
+   * PostgreSQL: most beats only refresh metrics. Such a beat is read without a lock and written with
+   * one compare-and-set UPDATE, two round trips instead of four (BEGIN, SELECT … FOR UPDATE, UPDATE,
+   * COMMIT). Anything more — a transition, a command, a result, a lost race — takes the locked path.
+   * SQLite gains nothing from it: its group commit already shares one transaction among many beats.
+   */
+  private async tryPlainBeat(tokenHash: string, beat: HeartbeatRequest, now: number) {
+    if (this.store.dialect !== 'postgres' || (beat.command_results?.length ?? 0) > 0) return null;
+    const row = await this.store.getLifecycle(beat.instance_id);
+    if (!row || row.open_commands > 0 || !sameHash(row.agent_token_hash, tokenHash)) return null;
+    const write = new InstanceWrite(row, now);
+    const beatAt = Date.parse(beat.timestamp);
+    if (this.isStale(row, beatAt, now)) return null;
+    const decision = this.decide(write, beat, beatAt, now);
+    // Decided before anything is written: a beat that changes more than metrics takes the locked path.
+    const plain = !decision.issueHibernate && !decision.expireHibernate && decision.events.length === 0 && decision.facts.status === row.status;
+    if (!plain) return null;
+    await this.absorbBeat(this.store, write, decision, beat, beatAt);
+    if (!(await write.tryCommitPlain(this.store))) return null;
+    return { commands: [], hibernateIn: hibernateInSeconds(write.facts, now), hibernated: false };
+  }
+
+  private decide(write: InstanceWrite, beat: HeartbeatRequest, beatAt: number, now: number): Decision {
+    const observation = observationOf(beat, beatAt, now);
+    return evaluate(write.facts, policyOf(write.row, this.config), { kind: 'heartbeat', observation }, this.config, now);
+  }
+
+  private async absorbBeat(repo: FleetRepository, write: InstanceWrite, decision: Decision, beat: HeartbeatRequest, beatAt: number) {
+    await write.absorb(decision, repo, 'policy');
+    write.patch = { ...write.patch, ...metricsPatch(beat, beatAt), heartbeat_count: write.row.heartbeat_count + 1 };
+  }
+
   private async applyBeat(repo: FleetRepository, row: LifecycleRow, beat: HeartbeatRequest, now: number) {
     const write = new InstanceWrite(row, now);
     const policy = policyOf(row, this.config);
     const beatAt = Date.parse(beat.timestamp);
-    if (!this.isStale(row, beatAt, now)) {
-      const observation = observationOf(beat, beatAt, now);
-      await write.absorb(evaluate(write.facts, policy, { kind: 'heartbeat', observation }, this.config, now), repo, 'policy');
-      write.patch = { ...write.patch, ...metricsPatch(beat, beatAt), heartbeat_count: row.heartbeat_count + 1 };
-    }
+    if (!this.isStale(row, beatAt, now)) await this.absorbBeat(repo, write, this.decide(write, beat, beatAt, now), beat, beatAt);
     for (const result of beat.command_results ?? []) await this.settle(repo, write, policy, result, now);
     const commands = await this.deliver(repo, write, now);
     await write.commit(repo);

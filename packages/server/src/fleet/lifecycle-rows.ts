@@ -146,6 +146,20 @@ export class InstanceWrite {
     return id;
   }
 
+  /** True when this write is a plain metrics update: no event, command, status change or durability. */
+  get plain(): boolean {
+    return !this.durable && this.events.length === 0 && this.openCommandsDelta === 0 && this.facts.status === this.row.status;
+  }
+
+  /**
+   * A plain write outside any transaction: one compare-and-set UPDATE. False when the row changed
+   * since it was read; the caller then takes the locked path.
+   */
+  async tryCommitPlain(repo: FleetRepository): Promise<boolean> {
+    if (!this.plain) return false;
+    return repo.updateInstance(this.row.instance_id, this.row.version, this.patch);
+  }
+
   async commit(repo: FleetRepository): Promise<void> {
     const patch: InstanceUpdate = { ...this.patch };
     if (this.openCommandsDelta !== 0) patch.open_commands = Math.max(0, this.row.open_commands + this.openCommandsDelta);

@@ -133,6 +133,21 @@ for (const backend of await testBackends()) {
       expect(commands[0]).toMatchObject({ id, type: 'hibernate', state: 'succeeded', detail: 'checkpoint saved', issued_by: 'policy' });
     });
 
+    it('beats racing operator writes lose neither side', async () => {
+      for (let i = 1; i <= 15; i++) {
+        t.clock.advance(1000);
+        const [beat, keepAlive] = await Promise.all([
+          t.beat(token, { ...idleBeat, gpu_metrics: { utilization_percent: 50 + i }, process_count: 1 }),
+          t.request('POST', `/api/v1/agent/instances/456789/keep-alive?minutes=${i}`),
+        ]);
+        expect([beat.status, keepAlive.status]).toEqual([200, 200]);
+        const detail = (await t.request('GET', '/api/v1/agent/instances/456789')).json;
+        expect(detail.gpu_metrics.utilization_percent).toBe(50 + i);
+        expect(detail.heartbeat_count).toBe(i);
+        expect(detail.postponed_until).toBe(new Date(t.clock.now() + i * 60_000).toISOString());
+      }
+    });
+
     it('an out-of-order (older) beat never rolls state back', async () => {
       await t.beat(token, { ...idleBeat, gpu_metrics: { utilization_percent: 90 }, process_count: 2 });
       const newer = new Date(t.clock.now()).toISOString();
