@@ -38,6 +38,57 @@ async function freePort(): Promise<number> {
   });
 }
 
+interface KernelMessage {
+  msg_type?: string;
+  channel?: string;
+  header?: { msg_type?: string };
+  parent_header?: { msg_id?: string };
+  content?: { execution_state?: string };
+}
+
+/** Reads the server's (unmasked) websocket frames from a socket and hands over each JSON message. */
+function readMessages(socket: net.Socket, onMessage: (message: KernelMessage) => void): void {
+  let buffer = Buffer.alloc(0);
+  socket.on('data', (chunk: Buffer) => {
+    buffer = Buffer.concat([buffer, chunk]);
+    for (;;) {
+      if (buffer.length < 2) return;
+      const opcode = buffer[0]! & 0x0f;
+      let length = buffer[1]! & 0x7f;
+      let offset = 2;
+      if (length === 126) {
+        if (buffer.length < 4) return;
+        length = buffer.readUInt16BE(2);
+        offset = 4;
+      } else if (length === 127) {
+        if (buffer.length < 10) return;
+        length = Number(buffer.readBigUInt64BE(2));
+        offset = 10;
+      }
+      if (buffer.length < offset + length) return;
+      const payload = buffer.subarray(offset, offset + length);
+      buffer = buffer.subarray(offset + length);
+      if (opcode !== 1) continue; // pings and the like
+      try {
+        onMessage(JSON.parse(payload.toString('utf8')) as KernelMessage);
+      } catch {
+        // not JSON: not a kernel message
+      }
+    }
+  });
+}
+
+function kernelMessage(msgType: string, content: Record<string, unknown>) {
+  return {
+    header: { msg_id: randomUUID(), username: 'test', session: randomUUID(), msg_type: msgType, version: '5.3', date: new Date().toISOString() },
+    parent_header: {},
+    metadata: {},
+    content,
+    channel: 'shell',
+    buffers: [],
+  };
+}
+
 function openChannels(port: number, token: string, kernelId: string): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(port, '127.0.0.1');
@@ -52,7 +103,8 @@ function openChannels(port: number, token: string, kernelId: string): Promise<ne
       head += chunk.toString('latin1');
       if (!head.includes('\r\n\r\n')) return;
       socket.off('data', onData);
-      socket.on('data', () => {}); // kernel messages: not needed, just drained
+      const rest = Buffer.from(head.slice(head.indexOf('\r\n\r\n') + 4), 'latin1');
+      if (rest.length > 0) socket.unshift(rest);
       if (head.startsWith('HTTP/1.1 101')) resolve(socket);
       else reject(new Error(`websocket upgrade refused: ${head.split('\r\n')[0]}`));
     };
@@ -93,7 +145,7 @@ export async function startJupyter(root: string): Promise<RunningJupyter> {
     ],
     {
       detached: true,
-      stdio: 'ignore',
+      stdio: process.env.DUMONT_DEBUG_JUPYTER ? ['ignore', 'inherit', 'inherit'] : 'ignore',
       env: { ...process.env, JUPYTER_RUNTIME_DIR: runtimeDir, JUPYTER_CONFIG_DIR: join(root, 'config'), JUPYTER_DATA_DIR: join(root, 'data'), IPYTHONDIR: join(root, 'ipython') },
     },
   );
@@ -144,17 +196,26 @@ export async function startJupyter(root: string): Promise<RunningJupyter> {
     },
     async execute(kernelId, code) {
       const socket = await openChannels(port, token, kernelId);
-      const session = randomUUID();
-      const message = {
-        header: { msg_id: randomUUID(), username: 'test', session, msg_type: 'execute_request', version: '5.3', date: new Date().toISOString() },
-        parent_header: {},
-        metadata: {},
-        content: { code, silent: false, store_history: false, user_expressions: {}, allow_stdin: false, stop_on_error: true },
-        channel: 'shell',
-        buffers: [],
-      };
-      socket.write(textFrame(JSON.stringify(message)));
       sockets.push(socket);
+      const seen: KernelMessage[] = [];
+      readMessages(socket, (m) => seen.push(m));
+      const awaitMessage = (what: string, match: (m: KernelMessage) => boolean, resend: () => void, timeoutMs: number) =>
+        waitFor(what, () => {
+          if (seen.some(match)) return true;
+          resend();
+          return false;
+        }, timeoutMs, 100);
+      // A kernel still starting drops requests: ask for kernel_info until it answers (what a
+      // notebook front end does), then run the code and wait until the kernel says it is busy with it.
+      let lastAsk = 0;
+      await awaitMessage('kernel_info_reply', (m) => (m.msg_type ?? m.header?.msg_type) === 'kernel_info_reply', () => {
+        if (Date.now() - lastAsk < 2000) return;
+        lastAsk = Date.now();
+        socket.write(textFrame(JSON.stringify(kernelMessage('kernel_info_request', {}))));
+      }, 60_000);
+      const run = kernelMessage('execute_request', { code, silent: false, store_history: false, user_expressions: {}, allow_stdin: false, stop_on_error: true });
+      socket.write(textFrame(JSON.stringify(run)));
+      await awaitMessage('the kernel busy with the code', (m) => m.parent_header?.msg_id === run.header.msg_id && m.content?.execution_state === 'busy', () => {}, 30_000);
       return { close: () => socket.destroy() };
     },
     async connect(kernelId) {
