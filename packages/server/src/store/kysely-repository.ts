@@ -171,17 +171,4 @@ export class KyselyRepository implements FleetRepository {
       .executeTakeFirstOrThrow();
     return Number(row.n);
   }
-
-  async getMeta(key: string) {
-    const row = await this.db.selectFrom('meta').select('value').where('key', '=', key).executeTakeFirst();
-    return row?.value;
-  }
-
-  async setMeta(key: string, value: string) {
-    await this.db
-      .insertInto('meta')
-      .values({ key, value })
-      .onConflict((oc) => oc.column('key').doUpdateSet({ value }))
-      .execute();
-  }
 }

@@ -99,11 +99,6 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
 
         await createStatusCounts(db, dialect);
 
-        await db.schema
-          .createTable('meta')
-          .addColumn('key', 'text', (c) => c.primaryKey())
-          .addColumn('value', 'text', (c) => c.notNull())
-          .execute();
       },
     },
   };

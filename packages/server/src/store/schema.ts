@@ -1,4 +1,4 @@
-import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely';
+import type { Generated, Insertable, Selectable, Updateable } from 'kysely';
 
 /**
  * The tables, as both drivers return them: times are epoch milliseconds (bigint in PostgreSQL, parsed
@@ -9,7 +9,6 @@ export interface Database {
   api_keys: ApiKeysTable;
   commands: CommandsTable;
   events: EventsTable;
-  meta: MetaTable;
   instance_counts: InstanceCountsTable;
 }
 
@@ -90,11 +89,6 @@ export interface EventsTable {
   type: string;
   reason: string;
   data_json: string;
-}
-
-export interface MetaTable {
-  key: string;
-  value: ColumnType<string, string, string>;
 }
 
 export type InstanceRow = Selectable<InstancesTable>;

@@ -159,15 +159,12 @@ export function storeContract(backend: TestBackend): void {
       expect((await store.listCommands(1, 2)).map((c) => c.id)).toEqual(['c', 'b']);
     });
 
-    it('stores API keys by hash and meta values', async () => {
+    it('stores API keys by hash', async () => {
       expect(await store.countAdminKeys()).toBe(0);
       await store.insertApiKey({ key_hash: 'h1', owner: 'root', is_admin: 1, label: null, created_at: T });
       await store.insertApiKey({ key_hash: 'h2', owner: 'alice', is_admin: 0, label: 'ci', created_at: T });
       expect(await store.countAdminKeys()).toBe(1);
       expect(await store.findApiKey('h2')).toMatchObject({ owner: 'alice', is_admin: 0 });
-      await store.setMeta('k', 'v1');
-      await store.setMeta('k', 'v2');
-      expect(await store.getMeta('k')).toBe('v2');
     });
 
     it('keeps everything across a reopen (migrations are idempotent)', async () => {

@@ -39,8 +39,6 @@ export interface FleetRepository {
   findApiKey(keyHash: string): Promise<ApiKeyRow | undefined>;
   insertApiKey(row: ApiKeyRow): Promise<void>;
   countAdminKeys(): Promise<number>;
-  getMeta(key: string): Promise<string | undefined>;
-  setMeta(key: string, value: string): Promise<void>;
 }
 
 export interface FleetStore extends FleetRepository {
