@@ -9,6 +9,7 @@ import { pidsWhere, waitFor } from '../test-support/processes.js';
 import { CommandJournal } from './journal.js';
 import { CommandQueue } from './queue.js';
 import { executeCommand, type RunnerConfig } from './runner.js';
+import { testRunnerConfig } from '../test-support/runner-config.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'dumont-queue-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -21,17 +22,10 @@ const cmd = (id: string, type = 'snapshot', args: Record<string, unknown> = {}):
 function setup(hooks: Partial<RunnerConfig['hooks']> = {}, stateDir = join(tmp, `state-${n++}`), journal?: CommandJournal) {
   const trace = join(tmp, `trace-${n++}`);
   const events = { results: 0, exits: [] as number[] };
-  const config: RunnerConfig = {
+  const config: RunnerConfig = testRunnerConfig(tmp, {
     instanceId: 1,
     hooks: { hibernate: null, snapshot: `echo "start $DUMONT_COMMAND_ID" >> ${trace}; sleep 0.2; echo "end $DUMONT_COMMAND_ID" >> ${trace}`, restart: null, ...hooks },
-    restartServices: [],
-    hookTimeoutMs: 10_000,
-    stateDir: tmp,
-    npm: 'npm',
-    packageName: '@dumont/agent',
-    currentVersion: '0.1.0',
-    killGraceMs: 200,
-  };
+  });
   const j = journal ?? CommandJournal.open(stateDir);
   const queue = new CommandQueue({
     journal: j,

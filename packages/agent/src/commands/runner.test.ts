@@ -6,6 +6,7 @@ import type { DeliveredCommand } from '@dumont/protocol';
 import { isAlive, killIfMatches, waitFor } from '../test-support/processes.js';
 import { runHook } from './hooks.js';
 import { RESTART_EXIT_CODE, executeCommand, type RunnerConfig } from './runner.js';
+import { testRunnerConfig } from '../test-support/runner-config.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'dumont-runner-'));
 const strays: number[] = [];
@@ -17,18 +18,7 @@ afterAll(() => {
 const cmd = (type: string, args: Record<string, unknown> = {}, id = `cmd-${type}`): DeliveredCommand => ({
   id, type: type as DeliveredCommand['type'], args, issued_at: '2024-12-20T15:30:00Z',
 });
-const config = (over: Partial<RunnerConfig> = {}): RunnerConfig => ({
-  instanceId: 456789,
-  hooks: { hibernate: null, snapshot: null, restart: null },
-  restartServices: [],
-  hookTimeoutMs: 10_000,
-  stateDir: tmp,
-  npm: 'npm',
-  packageName: '@dumont/agent',
-  currentVersion: '0.1.0',
-  killGraceMs: 200,
-  ...over,
-});
+const config = (over: Partial<RunnerConfig> = {}): RunnerConfig => testRunnerConfig(tmp, over);
 const never = new AbortController().signal;
 
 /** A stand-in program (npm, systemctl) that records its arguments and exits as told. */

@@ -46,7 +46,6 @@ export class SqliteStore extends KyselyRepository implements FleetStore {
 
   private constructor(
     private readonly kysely: Kysely<Database>,
-    private readonly file: string,
     durability: Durability,
   ) {
     super(kysely, false);
@@ -61,7 +60,7 @@ export class SqliteStore extends KyselyRepository implements FleetStore {
     sqlite.pragma('foreign_keys = ON');
     sqlite.pragma('busy_timeout = 5000');
     const kysely = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
-    const store = new SqliteStore(kysely, file, options.durability ?? 'transitions');
+    const store = new SqliteStore(kysely, options.durability ?? 'transitions');
     await migrateToLatest(kysely, 'sqlite');
     if (file !== ':memory:') store.walFd = openSync(`${file}-wal`, 'r');
     return store;
@@ -88,9 +87,5 @@ export class SqliteStore extends KyselyRepository implements FleetStore {
     if (this.walFd !== null) closeSync(this.walFd);
     this.walFd = null;
     await this.kysely.destroy();
-  }
-
-  override toString(): string {
-    return `sqlite:${this.file}`;
   }
 }
