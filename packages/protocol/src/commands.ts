@@ -24,7 +24,8 @@ export const CommandResult = Type.Object({
 });
 export type CommandResult = Static<typeof CommandResult>;
 
-export const COMMAND_STATES = ['pending', 'delivered', 'succeeded', 'failed', 'expired'] as const;
+/** `expired`: a hibernate command unanswered in time; `cancelled`: a hibernate command withdrawn because the machine was busy again. */
+export const COMMAND_STATES = ['pending', 'delivered', 'succeeded', 'failed', 'expired', 'cancelled'] as const;
 export type CommandState = (typeof COMMAND_STATES)[number];
 
 /** `POST /api/v1/agent/instances/{id}/commands` body. */

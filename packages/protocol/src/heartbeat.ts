@@ -45,6 +45,12 @@ export const HeartbeatRequest = Type.Object({
   gpus: Type.Optional(Type.Array(GpuSample, { maxItems: MAX_GPUS_PER_HOST })),
   command_results: Type.Optional(Type.Array(CommandResult, { maxItems: 100 })),
   collector_errors: Type.Optional(Type.Array(CollectorError, { maxItems: 32 })),
+  /**
+   * Commands whose hook is running on this beat. A hibernate hook that is running may itself keep the
+   * GPU busy (saving a checkpoint): such a beat does not cancel the hibernation, the agent's own checks
+   * before and after the hook do.
+   */
+  running_commands: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: 16 })),
 });
 export type HeartbeatRequest = Static<typeof HeartbeatRequest>;
 

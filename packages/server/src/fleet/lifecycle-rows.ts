@@ -140,6 +140,7 @@ export class InstanceWrite {
       delivered_at: null,
       completed_at: null,
       detail: null,
+      idempotency_key: null,
     });
     this.openCommandsDelta += 1;
     this.events.push({ type: 'command_issued', reason, data: { command_id: id, command: type, issued_by: issuedBy } });

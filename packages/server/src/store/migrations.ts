@@ -101,6 +101,28 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
 
       },
     },
+    '0002_offline_since_idempotency': {
+      async up(db: Kysely<any>) {
+        // When an instance went offline: the mass-silence guard counts recent ones through this partial
+        // index, which holds offline rows only, so a heartbeat of an online instance never touches it.
+        await db.schema.alterTable('instances').addColumn('offline_since', 'bigint').execute();
+        await db.schema
+          .createIndex('instances_recently_offline')
+          .on('instances')
+          .column('offline_since')
+          .where(sql<boolean>`status = 'offline'`)
+          .execute();
+        // `Idempotency-Key` of POST …/commands: the same key twice for one instance makes one command.
+        await db.schema.alterTable('commands').addColumn('idempotency_key', 'text').execute();
+        await db.schema
+          .createIndex('commands_idempotency')
+          .on('commands')
+          .columns(['instance_id', 'idempotency_key'])
+          .unique()
+          .where(sql.ref('idempotency_key'), 'is not', null)
+          .execute();
+      },
+    },
   };
 }
 

@@ -33,7 +33,10 @@ export interface InstancesTable {
   scheduled_at: number | null;
   postponed_until: number | null;
   hibernate_issued_at: number | null;
+  /** The hibernate command in flight, or the one that hibernated the instance (its result may be re-sent). */
   hibernate_command_id: string | null;
+  /** When the instance went offline (server time); null unless offline. */
+  offline_since: number | null;
   /** When the sweeper must look at this row next; indexed, null = never. */
   deadline: number | null;
   hibernation_enabled: number;
@@ -80,6 +83,8 @@ export interface CommandsTable {
   delivered_at: number | null;
   completed_at: number | null;
   detail: string | null;
+  /** The client's `Idempotency-Key`, unique per instance; null when none was sent. */
+  idempotency_key: string | null;
 }
 
 export interface EventsTable {
@@ -105,6 +110,7 @@ export function newInstanceRow(
   return {
     hostname: null,
     status: 'offline',
+    offline_since: null,
     hibernation_enabled: 1,
     ignore_gpu_processes: 0,
     heartbeat_count: 0,
