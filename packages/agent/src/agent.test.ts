@@ -68,8 +68,11 @@ describe('dumont-agent run', () => {
       process_count: 1,
       agent_version: '0.1.0',
       command_results: [],
+      running_commands: [],
     });
-    expect(body.last_activity).toBe(body.timestamp); // a GPU at 85 % is activity now
+    // A GPU at 85 % is a figure for the server to judge, not "activity now" (only a keystroke on this
+    // host's own terminals could be, and none lands in the same millisecond).
+    expect(body.last_activity).not.toBe(body.timestamp);
     expect(body.gpus).toHaveLength(2);
     agent.kill();
     expect(agent.logs.find((l) => l.msg === 'dumont-agent starting')).toMatchObject({ instance_id: 456789, token_source: 'DUMONT_AGENT_TOKEN', state_dir: ws.state });
@@ -138,12 +141,18 @@ describe('commands', () => {
       return okReply({ next_heartbeat_in: 0.2, commands: open, ...over });
     };
   }
+  /** The GPUs at rest: what a host the server is about to hibernate looks like. */
+  const idle = (ws: ReturnType<typeof workspace>, util = 0) => {
+    ws.smi.set('gpus', { out: gpuLine(0, util) + gpuLine(1, 0) });
+    ws.smi.set('apps', { out: '' });
+  };
   /** Results in beats the server accepted. */
   const results = (api: StubApi) =>
     api.received.filter((r) => r.status === 200).flatMap((r) => (r.body as HeartbeatRequest).command_results ?? []);
 
   it('runs the hibernate hook once and reports the result until the server has it', async () => {
     const ws = workspace();
+    idle(ws);
     const api = await stub(deliverUntilReported([{ id: 'cmd-1', type: 'hibernate' }]));
     const hook = `echo "$DUMONT_COMMAND_ID" >> ${ws.marker}; echo checkpoint saved`;
     // A short quiet period after the confirmed hibernation, so that later beats show what they carry.
@@ -154,6 +163,57 @@ describe('commands', () => {
     await waitFor('two more beats', () => beats(api).length >= beats(api).findIndex((b) => b.command_results?.length) + 3);
     expect(lines(ws.marker)).toEqual(['cmd-1']);
     expect(results(api)).toHaveLength(1); // acknowledged: not sent again
+  });
+
+  it('refuses a hibernate command when a fresh reading finds the machine busy; the hook never runs', async () => {
+    const ws = workspace(); // GPU 0 at 85 %, one GPU process
+    const api = await stub(deliverUntilReported([{ id: 'h-busy', type: 'hibernate' }]));
+    await startAgent(['--instance-id', '7', '--api-url', api.url, '--nvidia-smi', ws.smi.path, ...quiet(ws), '--hibernate-hook', `echo ran >> ${ws.marker}`], { DUMONT_AGENT_TOKEN: TOKEN });
+    await waitFor('the result', () => results(api).length > 0);
+    expect(results(api)[0]).toEqual({ id: 'h-busy', status: 'failed', detail: 'refused: GPU 0 at 85% utilization (server rule: below 5%); the hook was not run' });
+    expect(lines(ws.marker)).toEqual([]);
+  });
+
+  it('judges by the rule the server sends: 7 % under a server rule of 10 % hibernates, the agent left at its defaults', async () => {
+    const ws = workspace();
+    idle(ws, 7);
+    const api = await stub(deliverUntilReported([{ id: 'h-7', type: 'hibernate', args: { idle_utilization_percent: 10, ignore_gpu_processes: false } }]));
+    await startAgent(['--instance-id', '7', '--api-url', api.url, '--nvidia-smi', ws.smi.path, ...quiet(ws), '--hibernate-hook', `echo ran >> ${ws.marker}`], { DUMONT_AGENT_TOKEN: TOKEN });
+    await waitFor('the result', () => results(api).length > 0);
+    expect(results(api)[0]).toMatchObject({ id: 'h-7', status: 'succeeded' });
+    expect(lines(ws.marker)).toEqual(['ran']);
+    expect(beats(api).every((b) => b.last_activity === null)).toBe(true); // 7 % was never "activity"
+  });
+
+  it('a machine that became busy during the hook is reported failed, not hibernated', async () => {
+    const ws = workspace();
+    idle(ws);
+    const api = await stub(deliverUntilReported([{ id: 'h-late', type: 'hibernate' }]));
+    // While the checkpoint is saved, someone starts a job on GPU 1.
+    const busy = join(ws.dir, 'busy.out');
+    writeFileSync(busy, gpuLine(0, 0) + gpuLine(1, 93));
+    const hook = `cp ${busy} ${join(ws.smi.dir, 'gpus.out')}; echo checkpoint saved`;
+    await startAgent(['--instance-id', '7', '--api-url', api.url, '--nvidia-smi', ws.smi.path, ...quiet(ws), '--hibernate-hook', hook], { DUMONT_AGENT_TOKEN: TOKEN });
+    await waitFor('the result', () => results(api).length > 0);
+    expect(results(api)[0]).toEqual({
+      id: 'h-late',
+      status: 'failed',
+      detail: 'the machine became busy during the hook; not hibernating: GPU 1 at 93% utilization (server rule: below 5%)\nhibernate hook exited with code 0\n--- output ---\ncheckpoint saved',
+    });
+  });
+
+  it('names the running hook in every beat while it runs (running_commands), and no longer once it is done', async () => {
+    const ws = workspace();
+    idle(ws);
+    const api = await stub(deliverUntilReported([{ id: 'h-slow', type: 'hibernate' }], { next_heartbeat_in: 0.1 }));
+    const hook = `echo started >> ${ws.marker}; sleep 1.2`;
+    await startAgent(['--instance-id', '7', '--api-url', api.url, '--nvidia-smi', ws.smi.path, ...quiet(ws), '--hibernate-hook', hook, '--hibernated-quiet-seconds', '0.2'], { DUMONT_AGENT_TOKEN: TOKEN });
+    await waitFor('the result and a beat after it', () => beats(api).findIndex((b) => b.command_results?.length) >= 0 && beats(api).length > beats(api).findIndex((b) => b.command_results?.length) + 1, 15_000);
+    const running = beats(api).map((b) => b.running_commands);
+    const withResult = beats(api).findIndex((b) => b.command_results?.length);
+    expect(running.filter((r) => r?.includes('h-slow')).length).toBeGreaterThanOrEqual(2);
+    expect(running.slice(withResult)).toEqual(running.slice(withResult).map(() => []));
+    for (const body of beats(api)) expect(heartbeatSchemaErrors(body)).toEqual([]);
   });
 
   it('reports an unknown command and an unconfigured hook as failed', async () => {
@@ -197,6 +257,7 @@ describe('commands', () => {
 
   it('on SIGTERM abandons a hook that outlives the grace: killed, reported failed, exit 0', async () => {
     const ws = workspace();
+    idle(ws);
     const api = await stub(deliverUntilReported([{ id: 'slow', type: 'hibernate' }], { next_heartbeat_in: 30 }));
     const hook = `echo started | tee -a ${ws.marker}; sleep 30`;
     const agent = await startAgent(

@@ -1,5 +1,6 @@
 import type { DeliveredCommand } from '@dumont/protocol';
 import { createBeatCollector } from './collect.js';
+import type { SystemPaths } from './collectors/proc.js';
 import { CommandJournal, JournalError } from './commands/journal.js';
 import { runHook } from './commands/hooks.js';
 import { CommandQueue } from './commands/queue.js';
@@ -18,6 +19,8 @@ export interface AgentDeps {
   random?: () => number;
   /** Where SIGTERM/SIGINT come from; the process by default. */
   signals?: NodeJS.EventEmitter;
+  /** Where /proc, /dev and /etc/passwd are read; the system's by default. */
+  paths?: SystemPaths;
 }
 
 /** Runs until SIGTERM/SIGINT or a command that restarts the agent; resolves to the exit code. */
@@ -52,11 +55,12 @@ export async function runAgent(config: AgentConfig & { instanceId: number; apiUr
   let exitCode = 0;
   let loop: HeartbeatLoop | null = null;
   const stop = new AbortController();
+  const collector = createBeatCollector(config, { log, now: clock.now, env: deps.env, paths: deps.paths });
   const queue = new CommandQueue({
     journal,
     log,
     sleep: clock.sleep,
-    execute: (cmd: DeliveredCommand, signal) =>
+    execute: (cmd: DeliveredCommand, signal, delivery) =>
       executeCommand(
         cmd,
         {
@@ -68,8 +72,10 @@ export async function runAgent(config: AgentConfig & { instanceId: number; apiUr
           npm: config.npm,
           packageName: AGENT_PACKAGE,
           currentVersion: AGENT_VERSION,
+          sample: collector.sample,
         },
         signal,
+        delivery,
       ),
     onResult: () => loop?.wakeUp(),
     onExitRequest: (code) => {
@@ -96,7 +102,7 @@ export async function runAgent(config: AgentConfig & { instanceId: number; apiUr
   loop = new HeartbeatLoop({
     clock,
     random,
-    collect: createBeatCollector(config, { log, now: clock.now, env: deps.env }),
+    collect: collector.collect,
     send: createHttpSender({ endpoint, token: config.token, timeoutMs: config.requestTimeoutMs, userAgent: `dumont-agent/${AGENT_VERSION}` }),
     commands: queue,
     hibernation,

@@ -24,11 +24,12 @@ describe('dumont-agent collect', () => {
     smi.set('gpus', { out: gpuLine(0, 2) + gpuLine(1, 40) });
     smi.set('apps', { out: '11, 100, GPU-10000000-0000-0000-0000-000000000000\n11, 100, GPU-00000000-0000-0000-0000-000000000000\n12, 5, GPU-00000000-0000-0000-0000-000000000000\n' });
     const utmp = join(tmp, 'utmp');
-    writeFileSync(utmp, makeUtmp([{ type: 7, pid: process.pid, user: 'alice', line: 'pts/7', host: '10.1.2.3' }]));
+    // A tty no host has, so that no real keystroke decides last_activity here.
+    writeFileSync(utmp, makeUtmp([{ type: 7, pid: process.pid, user: 'alice', line: 'pts/9999', host: '10.1.2.3' }]));
     mkdirSync(join(tmp, 'jupyter'));
     const r = run([
       'collect', '--instance-id', '456789', '--nvidia-smi', smi.path, '--utmp-file', utmp,
-      '--jupyter-runtime-dir', join(tmp, 'jupyter'), '--state-dir', join(tmp, 'empty-state'),
+      '--jupyter-runtime-dir', join(tmp, 'jupyter'), '--state-dir', join(tmp, 'empty-state'), '--idle-utilization-percent', '5',
     ]);
     expect(r.status).toBe(0);
     const body = JSON.parse(r.stdout);
@@ -40,8 +41,11 @@ describe('dumont-agent collect', () => {
       active_users: 1,
       command_results: [],
       collector_errors: [],
+      running_commands: [],
     });
-    expect(body.last_activity).toBe(body.timestamp);
+    // A GPU at 40 % is a figure for the server to judge, not activity (the old flag changes nothing).
+    expect(body.last_activity).toBeNull();
+    expect(r.stderr).toMatch(/"level":"warn","msg":"--idle-utilization-percent is ignored: the server decides/);
   });
 
   it('shows results not yet sent, without changing the state dir', () => {
@@ -69,6 +73,7 @@ describe('command line errors and information', () => {
     for (const flag of ['--instance-id', '--api-url', '--token-file', '--token', '--config', '--nvidia-smi', '--state-dir', '--hibernate-hook', '--snapshot-hook', '--restart-hook', '--warning-hook']) {
       expect(help).toContain(`  ${flag} `);
     }
+    expect(help).not.toContain('--idle-utilization-percent');
   });
 
   it.each([

@@ -12,6 +12,7 @@ const USAGE_ERROR = 2;
 
 function usage(): string {
   const flags = Object.entries(OPTIONS)
+    .filter(([, spec]) => !('deprecated' in spec))
     .map(([name, spec]) => `  --${name.padEnd(28)} ${spec.help}`)
     .join('\n');
   return `dumont-agent ${AGENT_VERSION}: reports GPU metrics and activity to a Dumont server and runs its commands.
@@ -50,8 +51,8 @@ async function main(argv: string[]): Promise<number> {
 
   switch (line.command as (typeof COMMANDS)[number]) {
     case 'collect': {
-      const collect = createBeatCollector(config, { log, now: Date.now, env: process.env });
-      const body = await collect(CommandJournal.peek(config.stateDir).pending());
+      const collector = createBeatCollector(config, { log, now: Date.now, env: process.env });
+      const { body } = await collector.collect(CommandJournal.peek(config.stateDir).pending());
       print(`${JSON.stringify(body, null, 2)}\n`);
       return 0;
     }

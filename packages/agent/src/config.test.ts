@@ -40,7 +40,7 @@ describe('command line', () => {
     const c = resolve([
       '--nvidia-smi', '/opt/nv/nvidia-smi', '--state-dir', '/srv/state',
       '--hibernate-hook', 'sync-workspace', '--snapshot-hook', 'snap', '--restart-hook', 'restart-it', '--warning-hook', 'wall "bye"',
-      '--restart-service', 'a.service', '--restart-service', 'b.service', '--jupyter-runtime-dir', '/r1', '--idle-utilization-percent', '12.5',
+      '--restart-service', 'a.service', '--restart-service', 'b.service', '--jupyter-runtime-dir', '/r1',
       '--max-backoff-seconds', '0.5', '--request-timeout-seconds', '2', '--hook-timeout-seconds', '30',
     ]);
     expect(c).toMatchObject({
@@ -49,7 +49,6 @@ describe('command line', () => {
       hooks: { hibernate: 'sync-workspace', snapshot: 'snap', restart: 'restart-it', warning: 'wall "bye"' },
       restartServices: ['a.service', 'b.service'],
       jupyterRuntimeDirs: ['/r1'],
-      idleUtilizationPercent: 12.5,
       maxBackoffMs: 500,
       requestTimeoutMs: 2000,
       hookTimeoutMs: 30_000,
@@ -59,9 +58,19 @@ describe('command line', () => {
   it('has sane defaults', () => {
     expect(resolve([])).toMatchObject({
       instanceId: null, apiUrl: null, token: null, nvidiaSmi: 'nvidia-smi', stateDir: '/var/lib/dumont-agent',
-      idleUtilizationPercent: 5, maxBackoffMs: 300_000, requestTimeoutMs: 10_000, intervalMs: 30_000, utmpFile: '/var/run/utmp',
+      maxBackoffMs: 300_000, requestTimeoutMs: 10_000, intervalMs: 30_000, utmpFile: '/var/run/utmp',
       jupyterRuntimeDirs: null, hooks: { hibernate: null, snapshot: null, restart: null, warning: null },
     });
+  });
+
+  it('accepts --idle-utilization-percent from old configs, ignores it, and warns that the server decides', () => {
+    const fromFlag = resolve(['--idle-utilization-percent', '12.5']);
+    expect(fromFlag.warnings).toEqual([expect.stringMatching(/^--idle-utilization-percent is ignored: the server decides .*DUMONT_IDLE_UTILIZATION_PERCENT/)]);
+    expect(fromFlag).not.toHaveProperty('idleUtilizationPercent');
+    const fromFile = resolve(['--config', file('old.json', JSON.stringify({ 'instance-id': 3, 'idle-utilization-percent': 5 }))]);
+    expect(fromFile.instanceId).toBe(3);
+    expect(fromFile.warnings).toEqual(fromFlag.warnings);
+    expect(resolve([]).warnings).toEqual([]);
   });
 
   it('defaults the state dir to systemd’s STATE_DIRECTORY when it is set', () => {

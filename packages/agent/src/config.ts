@@ -15,6 +15,8 @@ interface OptionSpec {
   help: string;
   /** Not a config-file key (only meaningful on the command line). */
   flagOnly?: boolean;
+  /** Still accepted so that old configs keep working, but ignored with this warning; left out of --help. */
+  deprecated?: string;
 }
 
 export const OPTIONS = {
@@ -32,7 +34,12 @@ export const OPTIONS = {
   'warning-hook': { kind: 'string', help: 'shell command run once when a hibernation is scheduled' },
   'restart-service': { kind: 'list', help: 'systemd unit restarted by the restart command when no restart hook is set (repeatable)' },
   'hook-timeout-seconds': { kind: 'number', help: 'kill a hook after this long (default 300)' },
-  'idle-utilization-percent': { kind: 'number', help: 'GPU utilization at or above this counts as activity (default 5)' },
+  'idle-utilization-percent': {
+    kind: 'number',
+    help: 'ignored',
+    deprecated:
+      '--idle-utilization-percent is ignored: the server decides which GPU utilization counts as idle (its DUMONT_IDLE_UTILIZATION_PERCENT), and the agent no longer counts GPU utilization as activity',
+  },
   'max-backoff-seconds': { kind: 'number', help: 'cap of the retry backoff when the server is unreachable (default 300)' },
   'request-timeout-seconds': { kind: 'number', help: 'heartbeat request timeout (default 10)' },
   'interval-seconds': { kind: 'number', help: 'beat interval until the server says otherwise (default 30)' },
@@ -64,7 +71,6 @@ export interface AgentConfig {
   hooks: { hibernate: string | null; snapshot: string | null; restart: string | null; warning: string | null };
   restartServices: string[];
   hookTimeoutMs: number;
-  idleUtilizationPercent: number;
   maxBackoffMs: number;
   requestTimeoutMs: number;
   intervalMs: number;
@@ -207,6 +213,9 @@ export function resolveConfig(flags: Values, env: NodeJS.ProcessEnv, { readToken
   const configPath = str(flags.config);
   const file = configPath ? readConfigFile(configPath) : {};
   const v: Values = { ...file, ...flags };
+  for (const [name, spec] of Object.entries(OPTIONS) as Array<[OptionName, OptionSpec]>) {
+    if (spec.deprecated && v[name] !== undefined) warnings.push(spec.deprecated);
+  }
 
   let token: string | null = null;
   let tokenSource: string | null = null;
@@ -253,7 +262,6 @@ export function resolveConfig(flags: Values, env: NodeJS.ProcessEnv, { readToken
     },
     restartServices: Array.isArray(v['restart-service']) ? v['restart-service'].filter((s) => s.trim() !== '') : [],
     hookTimeoutMs: seconds('hook-timeout-seconds', 300, 0.05),
-    idleUtilizationPercent: num('idle-utilization-percent', v['idle-utilization-percent'], 5),
     maxBackoffMs: seconds('max-backoff-seconds', 300, 0.05),
     requestTimeoutMs: seconds('request-timeout-seconds', 10, 0.05),
     intervalMs: seconds('interval-seconds', 30, 0.05),

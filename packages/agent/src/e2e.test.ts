@@ -128,6 +128,51 @@ describe('agent + server, end to end', () => {
     expect(server.output()).not.toContain(readFileSync(tokenFile, 'utf8').trim());
   }, 60_000);
 
+  it('one idle rule: a GPU at 7 % under a server rule of 10 %, the agent at its defaults, goes idle and hibernates through the hook', async () => {
+    // The agent used to count a GPU at or above its own 5 % as activity: 7 % kept last_activity at
+    // "now" on every beat and the server, whose rule says 7 % is idle, never saw the instance idle.
+    const server = await startServerProcess({
+      env: {
+        DUMONT_IDLE_UTILIZATION_PERCENT: '10',
+        DUMONT_IDLE_THRESHOLD_MINUTES: '0.02', // 1.2 s
+        DUMONT_HIBERNATION_WARNING_SECONDS: '1',
+        DUMONT_HEARTBEAT_INTERVAL_SECONDS: '0.3',
+        DUMONT_OFFLINE_AFTER_SECONDS: '10',
+        DUMONT_SWEEP_INTERVAL_MS: '50',
+      },
+    });
+    servers.push(server);
+    const ws = workspace('two-rules');
+    const tokenFile = await register(server, 4343, ws.dir);
+    ws.smi.set('gpus', { out: gpuLine(0, 7) + gpuLine(1, 7) });
+    ws.smi.set('apps', { out: '' });
+    const proof = join(ws.dir, 'hibernate-proof');
+    // No --idle-utilization-percent: the agent's defaults. The other flags keep the test away from
+    // this machine's own logins and Jupyter servers.
+    await startAgent([
+      '--instance-id', '4343', '--api-url', server.url, '--token-file', tokenFile,
+      '--nvidia-smi', ws.smi.path, '--state-dir', ws.state,
+      '--utmp-file', join(ws.dir, 'no-utmp'), '--jupyter-runtime-dir', join(ws.dir, 'jupyter'),
+      '--hibernate-hook', `echo "$DUMONT_COMMAND_ID $DUMONT_COMMAND_ARGS" >> ${proof}; echo checkpoint saved`,
+    ]);
+
+    const detail = () => admin(server, 'GET', '/api/v1/agent/instances/4343');
+    const seen: string[] = [];
+    await waitFor('status hibernated', async () => {
+      const status = (await detail()).status as string;
+      if (seen.at(-1) !== status) seen.push(status);
+      return status === 'hibernated';
+    }, 30_000, 25);
+    expect(seen).toContain('idle');
+    const commands = await admin<{ commands: Array<{ id: string; type: string; state: string; detail: string }> }>(server, 'GET', '/api/v1/agent/instances/4343/commands');
+    expect(commands.commands).toMatchObject([{ type: 'hibernate', state: 'succeeded', detail: expect.stringContaining('checkpoint saved') }]);
+    // The hook ran once, for that command, and the command carried the server's rule.
+    const [ran] = lines(proof);
+    expect(lines(proof)).toHaveLength(1);
+    expect(ran!.split(' ')[0]).toBe(commands.commands[0]!.id);
+    expect(JSON.parse(ran!.slice(ran!.indexOf(' ') + 1))).toMatchObject({ idle_utilization_percent: 10 });
+  }, 60_000);
+
   it('the server goes down for a while and comes back: the agent keeps retrying and resumes', async () => {
     const port = await freePort();
     const dataDir = join(tmp, 'server-data');

@@ -28,11 +28,22 @@ export type CommandResult = Static<typeof CommandResult>;
 export const COMMAND_STATES = ['pending', 'delivered', 'succeeded', 'failed', 'expired', 'cancelled'] as const;
 export type CommandState = (typeof COMMAND_STATES)[number];
 
-/** `POST /api/v1/agent/instances/{id}/commands` body. */
-export const CreateCommandRequest = Type.Object({
-  type: CommandTypeSchema,
-  args: Type.Optional(CommandArgs),
-});
+/**
+ * Largest `args` of a new command, as JSON text. A command is repeated in every heartbeat answer until
+ * its result arrives and the agent refuses answers over 1 MiB: without a bound, seventeen commands
+ * with 60 KB of args would cut an instance off from every later answer, the ones that fix it included.
+ */
+export const MAX_COMMAND_ARGS_BYTES = 4096;
+
+/** `POST /api/v1/agent/instances/{id}/commands` body; unknown fields are refused, `args` is free. */
+export const CreateCommandRequest = Type.Object(
+  {
+    type: CommandTypeSchema,
+    // `x-max-json-bytes`: the server's validator enforces it; other readers may ignore an `x-` keyword.
+    args: Type.Optional(Type.Record(Type.String(), Type.Unknown(), { 'x-max-json-bytes': MAX_COMMAND_ARGS_BYTES })),
+  },
+  { additionalProperties: false },
+);
 export type CreateCommandRequest = Static<typeof CreateCommandRequest>;
 
 export const CommandView = Type.Object({

@@ -10,10 +10,10 @@ export const ERRORS = {
   forbidden: { status: 403, title: 'The credential is valid but may not do this (e.g. an agent token for another instance).' },
   not_found: { status: 404, title: 'No such route, or no such instance visible to this key.' },
   instance_hibernating: { status: 409, title: 'The instance is hibernating or hibernated; the action does not apply.' },
-  instance_owned_elsewhere: { status: 409, title: 'The instance id is registered by another owner.' },
   payload_too_large: { status: 413, title: 'The request body is over the limit (64 KiB).' },
   unsupported_media_type: { status: 415, title: 'Bodies must be `application/json`.' },
-  rate_limited: { status: 429, title: 'Too many requests for this credential; wait `Retry-After` seconds.' },
+  idempotency_key_reused: { status: 422, title: 'The `Idempotency-Key` was already used for a different request on this instance.' },
+  rate_limited: { status: 429, title: 'Too many requests for this credential, or failed authentications from this address; wait `Retry-After` seconds.' },
   internal_error: { status: 500, title: 'A server fault; nothing was changed by the failed request.' },
   unavailable: { status: 503, title: 'The store is unreachable.' },
 } as const satisfies Record<string, { status: number; title: string }>;

@@ -32,7 +32,11 @@ export type CollectorError = Static<typeof CollectorError>;
 
 export const MAX_GPUS_PER_HOST = 64;
 
-/** `POST /api/v1/agent/status` body: the seed's heartbeat plus optional, ignorable extensions. */
+/**
+ * `POST /api/v1/agent/status` body: the seed's heartbeat plus optional, ignorable extensions. Fields the
+ * server does not know, at any level, are dropped before anything reads them (a newer agent may send
+ * some) and never stored; the server's validator does that for this route only.
+ */
 export const HeartbeatRequest = Type.Object({
   instance_id: InstanceId,
   hostname: Type.String({ minLength: 1, maxLength: 255 }),

@@ -10,6 +10,8 @@ import type { HeartbeatRequest } from './heartbeat.js';
 export interface BeatIdleFacts {
   /** One entry per GPU (or one for the host aggregate); null = unknown. */
   utilizations: readonly (number | null)[];
+  /** nvidia-smi's index of each entry of `utilizations`, for the reasons; its position when absent. */
+  gpuIndexes?: readonly number[];
   /** Distinct GPU processes; null = unknown. */
   processCount: number | null;
   /** Collectors that failed on this beat: what they would have said is unknown. */
@@ -35,6 +37,7 @@ export function idleFactsOf(beat: Pick<HeartbeatRequest, 'gpus' | 'gpu_metrics' 
         : [];
   return {
     utilizations,
+    ...(beat.gpus && beat.gpus.length > 0 ? { gpuIndexes: beat.gpus.map((g) => g.index) } : {}),
     processCount: beat.process_count ?? null,
     failedCollectors: (beat.collector_errors ?? []).map((e) => e.collector),
   };
@@ -51,8 +54,9 @@ export function judgeIdle(facts: BeatIdleFacts, rule: IdleRule): IdleVerdict {
   }
   if (facts.utilizations.length === 0) return { idle: false, reason: 'GPU utilization unknown (no GPU reported)' };
   for (const [i, u] of facts.utilizations.entries()) {
-    if (u === null) return { idle: false, reason: `GPU utilization unknown (GPU ${i})` };
-    if (u >= rule.idleUtilizationPercent) return { idle: false, reason: `GPU ${i} at ${u}% utilization` };
+    const gpu = facts.gpuIndexes?.[i] ?? i;
+    if (u === null) return { idle: false, reason: `GPU utilization unknown (GPU ${gpu})` };
+    if (u >= rule.idleUtilizationPercent) return { idle: false, reason: `GPU ${gpu} at ${u}% utilization` };
   }
   if (!rule.ignoreGpuProcesses) {
     if (facts.processCount === null) return { idle: false, reason: 'GPU process count unknown' };

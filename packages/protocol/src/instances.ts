@@ -27,6 +27,16 @@ export const ListInstancesQuery = Type.Object({
 });
 export type ListInstancesQuery = Static<typeof ListInstancesQuery>;
 
+/** Set while a large share of the fleet went silent at once: no hibernation is scheduled or fired. */
+export const MassSilenceView = Type.Object({
+  since: IsoTimestamp,
+  /** Instances of the episode still silent. */
+  silent: Type.Integer(),
+  /** Instances watched when it began. */
+  watched: Type.Integer(),
+});
+export type MassSilenceView = Static<typeof MassSilenceView>;
+
 export const ListInstancesResponse = Type.Object({
   instances: Type.Array(InstanceSummary),
   /** Instances that match the filter, across all pages. */
@@ -38,6 +48,7 @@ export const ListInstancesResponse = Type.Object({
   offline_count: Type.Integer(),
   /** Pass as `cursor` to get the next page; null on the last page. */
   next_cursor: Nullable(Type.String()),
+  mass_silence: Type.Union([MassSilenceView, Type.Null()]),
 });
 export type ListInstancesResponse = Static<typeof ListInstancesResponse>;
 
@@ -94,10 +105,13 @@ export const KeepAliveResponse = Type.Object({
 export type KeepAliveResponse = Static<typeof KeepAliveResponse>;
 
 /** `POST /api/v1/agent/instances`: register (or re-register, rotating the token). */
-export const RegisterInstanceRequest = Type.Object({
-  instance_id: InstanceId,
-  hostname: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),
-});
+export const RegisterInstanceRequest = Type.Object(
+  {
+    instance_id: InstanceId,
+    hostname: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),
+  },
+  { additionalProperties: false },
+);
 export type RegisterInstanceRequest = Static<typeof RegisterInstanceRequest>;
 
 export const RegisterInstanceResponse = Type.Object({
@@ -116,7 +130,7 @@ export const HibernationPolicyPatch = Type.Object(
     threshold_minutes: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: MAX_THRESHOLD_MINUTES })),
     ignore_gpu_processes: Type.Optional(Type.Boolean()),
   },
-  { minProperties: 1 },
+  { minProperties: 1, additionalProperties: false },
 );
 export type HibernationPolicyPatch = Static<typeof HibernationPolicyPatch>;
 
@@ -137,6 +151,7 @@ export const EVENT_TYPES = [
   'command_succeeded',
   'command_failed',
   'command_expired',
+  'command_cancelled',
   'hibernated',
   'hibernation_failed',
 ] as const;

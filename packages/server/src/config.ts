@@ -13,9 +13,22 @@ export interface ServerConfig extends PolicySettings {
   sweepIntervalMs: number;
   /** Requests per minute per credential; 0 turns the limit off. */
   rateLimitPerMinute: number;
+  /**
+   * Failed authentications per minute from one client address (an IPv6 /64) before its requests are
+   * refused unread; 0 turns it off. Counts failures, not requests, so a fleet behind one NAT is not throttled.
+   */
+  authFailuresPerMinute: number;
   /** `transitions`: fsync before answering a request that changed a status, command or event; `always`: every heartbeat too. */
   fsync: 'transitions' | 'always';
   logLevel: string;
+  /** A heartbeat `timestamp` further than this ahead of the server clock is refused (400). */
+  maxClockSkewSeconds: number;
+  /** Share of the watched fleet going silent within one offline window that holds every hibernation. */
+  massOfflineRatio: number;
+  /** Fewer silent instances than this is never a mass silence (a small fleet losing one machine). */
+  massOfflineMinInstances: number;
+  /** A mass silence whose machines never come back is released after this long (they are gone). */
+  massOfflineHoldMinutes: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -52,8 +65,14 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     heartbeatIntervalSeconds: number(env, 'DUMONT_HEARTBEAT_INTERVAL_SECONDS', 30, positive, 'a positive number of seconds'),
     offlineAfterSeconds: number(env, 'DUMONT_OFFLINE_AFTER_SECONDS', 90, positive, 'a positive number of seconds'),
     hibernateTimeoutSeconds: number(env, 'DUMONT_HIBERNATE_TIMEOUT_SECONDS', 600, positive, 'a positive number of seconds'),
+    freshnessSeconds: number(env, 'DUMONT_FRESHNESS_SECONDS', 30, positive, 'a positive number of seconds'),
+    maxClockSkewSeconds: number(env, 'DUMONT_MAX_CLOCK_SKEW_SECONDS', 3600, positive, 'a positive number of seconds'),
+    massOfflineRatio: number(env, 'DUMONT_MASS_OFFLINE_RATIO', 0.5, (n) => n > 0 && n <= 1, 'in (0, 1]'),
+    massOfflineMinInstances: number(env, 'DUMONT_MASS_OFFLINE_MIN_INSTANCES', 10, (n) => Number.isInteger(n) && n >= 1, 'an integer ≥ 1'),
+    massOfflineHoldMinutes: number(env, 'DUMONT_MASS_OFFLINE_HOLD_MINUTES', 30, positive, 'a positive number of minutes'),
     sweepIntervalMs: number(env, 'DUMONT_SWEEP_INTERVAL_MS', 1000, (n) => n >= 10, 'at least 10 ms'),
     rateLimitPerMinute: number(env, 'DUMONT_RATE_LIMIT_PER_MINUTE', 600, (n) => Number.isInteger(n) && n >= 0, 'an integer ≥ 0'),
+    authFailuresPerMinute: number(env, 'DUMONT_AUTH_FAILURES_PER_MINUTE', 120, (n) => Number.isInteger(n) && n >= 0, 'an integer ≥ 0'),
     fsync,
     logLevel: env.DUMONT_LOG_LEVEL?.trim() || 'info',
   };

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { ensureAdminKey } from './admin-key.js';
 import { systemClock, type Clock } from './clock.js';
 import type { ServerConfig } from './config.js';
+import { MassSilenceGuard } from './fleet/mass-silence.js';
 import { Sweeper } from './fleet/sweeper.js';
 import { buildApp } from './http/app.js';
 import { openStore } from './store/open-store.js';
@@ -39,8 +40,11 @@ export async function startServer(
       );
     }
   }
-  const app = await buildApp({ store, clock, config, logger: options.logger ?? true, ...(options.provider ? { provider: options.provider } : {}) });
-  const sweeper = new Sweeper(store, clock, config, (error) => app.log.error({ err: error }, 'sweep failed'));
+  let log: FastifyInstance['log'] | null = null;
+  const massSilence = new MassSilenceGuard(config, (level, message, data) => log?.[level](data, message));
+  const app = await buildApp({ store, clock, config, massSilence, logger: options.logger ?? true, ...(options.provider ? { provider: options.provider } : {}) });
+  log = app.log;
+  const sweeper = new Sweeper(store, clock, config, (error) => app.log.error({ err: error }, 'sweep failed'), massSilence);
   const address = await app.listen({ host: config.host, port: config.port });
   if (options.sweep ?? true) sweeper.start();
   return {

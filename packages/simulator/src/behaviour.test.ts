@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 // The server's own idle rule, so "idle" here means what it means to the server.
-import { judgeIdle } from '../../server/src/policy/idle-observation.js';
+import { judgeIdle } from '@dumont/protocol';
 import { initialState, sampleHost, silenceAfterBeat, type HostSample } from './behaviour.js';
 import { planFleet, type AgentSpec } from './fleet-plan.js';
 import { parseMix, type ProfileName } from './profiles.js';
@@ -20,7 +20,11 @@ function run(spec: AgentSpec, beats: number, everySeconds = 30): HostSample[] {
 
 const idleToServer = (s: HostSample) =>
   judgeIdle(
-    { utilizations: s.gpus.map((g) => g.utilization_percent ?? null), processCount: s.processCount, lastActivityAt: null },
+    {
+      utilizations: s.gpus.map((g) => g.utilization_percent ?? null),
+      processCount: s.processCount,
+      failedCollectors: s.collectorErrors.map((e) => e.collector),
+    },
     { idleUtilizationPercent: 5, ignoreGpuProcesses: false },
   ).idle;
 

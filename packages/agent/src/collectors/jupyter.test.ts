@@ -55,7 +55,7 @@ describe.skipIf(!jupyterAvailable())('Jupyter collector against a real Jupyter s
 
       const tracker = new ActivityTracker();
       const now = Date.parse('2030-01-01T00:00:00Z'); // injected clock: far after anything the server saw
-      const report = tracker.observe({ now, idleUtilizationPercent: 5, gpus: [], processes: [], sessions: [], jupyter: busy });
+      const report = tracker.observe({ now, sessions: [], jupyter: busy });
       expect(report.lastActivity).toBe(now);
       expect(report.reasons).toEqual([`jupyter pid ${jupyter.pid}: 1 busy kernel(s)`]);
 
@@ -74,7 +74,7 @@ describe.skipIf(!jupyterAvailable())('Jupyter collector against a real Jupyter s
         return undefined;
       }, 30_000, 200);
       // Back to the server's own clock: the end of the execution, not now.
-      const later = new ActivityTracker().observe({ now, idleUtilizationPercent: 5, gpus: [], processes: [], sessions: [], jupyter: idle });
+      const later = new ActivityTracker().observe({ now, sessions: [], jupyter: idle });
       expect(later.lastActivity).toBe(idle.servers[0]!.lastActivity);
       expect(later.lastActivity!).toBeLessThan(now);
     } finally {
@@ -84,7 +84,7 @@ describe.skipIf(!jupyterAvailable())('Jupyter collector against a real Jupyter s
 
   it('counts the owner of a server with an open notebook as an active user', async () => {
     const users = (reading: Awaited<ReturnType<typeof read>>) =>
-      new ActivityTracker().observe({ now: Date.now(), idleUtilizationPercent: 5, gpus: [], processes: [], sessions: [], jupyter: reading }).activeUsers;
+      new ActivityTracker().observe({ now: Date.now(), sessions: [], jupyter: reading }).activeUsers;
     const withConnections = (n: number) => async () => {
       const r = await read();
       return r.servers[0]?.connections === n ? r : undefined;

@@ -102,10 +102,34 @@ describe('the agent’s own format (noheader, nounits)', () => {
     expect(aggregateGpuMetrics(gpus).utilization_percent).toBe(97);
   });
 
-  it('reports a line with the wrong number of fields instead of shifting columns', () => {
+  it('reports a line with the wrong number of fields instead of shifting columns, and keeps its GPU as unknown', () => {
     const { gpus, problems } = parseGpuQuery('0, GPU-a, T4, 5, 10, 100, 40, 30\n1, GPU-b, T4, 5, 10\n');
-    expect(gpus.map((g) => g.uuid)).toEqual(['GPU-a']);
-    expect(problems).toHaveLength(1);
+    expect(gpus).toEqual([
+      { index: 0, uuid: 'GPU-a', name: 'T4', utilization_percent: 5, memory_used_mb: 10, memory_total_mb: 100, temperature_celsius: 40, power_watts: 30 },
+      // Dropping it would lower the GPU count and let the host read as GPU 0's 5 %.
+      { index: 1, uuid: 'GPU-b', name: 'T4', utilization_percent: null, memory_used_mb: null, memory_total_mb: null, temperature_celsius: null, power_watts: null },
+    ]);
+    expect(problems).toEqual(['unexpected line (5 fields, expected 8): "1, GPU-b, T4, 5, 10"', 'GPU 1: its line is torn; reported with unknown metrics']);
+    expect(aggregateGpuMetrics(gpus).utilization_percent).toBeNull();
+  });
+
+  it('trusts no cell a torn line may have cut short, and takes only lines that name a GPU', () => {
+    const full = 'GPU-10000000-0000-0000-0000-000000000000';
+    const cases: Array<[string, Partial<GpuSample> | null]> = [
+      [`1, ${full}`, { index: 1, uuid: full, name: null }], // cut after a whole UUID
+      ['1, GPU-1000', { index: 1, uuid: null, name: null }], // cut inside the UUID
+      [`1, ${full}, NVIDIA H1`, { index: 1, uuid: full, name: null }], // cut inside the name
+      [`1, ${full}, NVIDIA H100, 97, 1024, 81559, 45, 120.5, 2, GPU-2`, { index: 1, uuid: full, name: 'NVIDIA H100' }], // two lines run together
+      ['WARNING: infoROM is corrupted at gpu 0000:41:00.0', null],
+      ['1', null],
+      ['x, GPU-1', null],
+      ['0, GPU-again, T4', null], // GPU 0 is on a whole line already
+    ];
+    for (const [line, expected] of cases) {
+      const { gpus, problems } = parseGpuQuery(`0, GPU-a, T4, 0, 10, 100, 40, 30\n${line}\n`);
+      expect(gpus[1] ?? null, line).toEqual(expected && { ...expected, utilization_percent: null, memory_used_mb: null, memory_total_mb: null, temperature_celsius: null, power_watts: null });
+      expect(problems[0], line).toMatch(/^unexpected line/);
+    }
   });
 
   it('reports a value that is neither a number nor a status, and leaves it unknown', () => {

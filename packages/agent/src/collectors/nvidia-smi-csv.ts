@@ -57,6 +57,11 @@ export interface CsvTable<F extends string> {
   rows: Array<Partial<Record<F, string>>>;
   /** Lines or cells that could not be read; the caller decides whether that is fatal. */
   problems: string[];
+  /**
+   * Lines with the wrong number of fields, cut into the columns they reach, and whether their last
+   * cell may itself be cut short. Never read as values; a caller may recognise what they identify.
+   */
+  torn: Array<{ cells: Partial<Record<F, string>>; lastCell: F | null }>;
 }
 
 const headerName = (cell: string) => {
@@ -84,10 +89,17 @@ export function parseQueryCsv<F extends string>(text: string, fields: readonly F
   }
 
   const rows: CsvTable<F>['rows'] = [];
+  const torn: CsvTable<F>['torn'] = [];
   for (const line of lines) {
     const cells = line.split(',');
     if (cells.length !== columns.length) {
       problems.push(`unexpected line (${cells.length} fields, expected ${columns.length}): ${quote(line.trim())}`);
+      const partial: Partial<Record<F, string>> = {};
+      cells.slice(0, columns.length).forEach((cell, i) => {
+        const field = columns[i];
+        if (field) partial[field] = cell.trim();
+      });
+      torn.push({ cells: partial, lastCell: cells.length < columns.length ? (columns[cells.length - 1] ?? null) : null });
       continue;
     }
     const row: Partial<Record<F, string>> = {};
@@ -97,7 +109,7 @@ export function parseQueryCsv<F extends string>(text: string, fields: readonly F
     });
     rows.push(row);
   }
-  return { rows, problems };
+  return { rows, problems, torn };
 }
 
 export interface GpuParse {
@@ -119,7 +131,7 @@ const METRICS = [
  * nvidia-smi's own enumeration.
  */
 export function parseGpuQuery(text: string): GpuParse {
-  const { rows, problems } = parseQueryCsv(text, GPU_FIELDS);
+  const { rows, problems, torn } = parseQueryCsv(text, GPU_FIELDS);
   const gpus: GpuSample[] = [];
   const seen = new Set<string>();
   rows.forEach((row, position) => {
@@ -144,8 +156,41 @@ export function parseGpuQuery(text: string): GpuParse {
     seen.add(key);
     gpus.push(sample);
   });
+  // A torn line is still a GPU that exists: dropping it would lower gpu_count and let the aggregate
+  // read as the other GPUs' 0 % while this one may be at 97 %. It is kept with every metric unknown.
+  const seenIndexes = new Set(gpus.map((g) => g.index));
+  for (const { cells, lastCell } of torn) {
+    const gpu = tornGpu(cells, lastCell);
+    if (!gpu || seenIndexes.has(gpu.index) || (gpu.uuid && seen.has(gpu.uuid))) continue;
+    seenIndexes.add(gpu.index);
+    if (gpu.uuid) seen.add(gpu.uuid);
+    problems.push(`GPU ${gpu.index}: its line is torn; reported with unknown metrics`);
+    gpus.push(gpu);
+  }
   gpus.sort((a, b) => a.index - b.index);
   return { gpus, problems };
+}
+
+const FULL_UUID = /^(?:GPU|MIG)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * The GPU a torn line names, if it clearly names one: a whole index followed by something that
+ * starts like a UUID. Anything else (a warning line, garbage) is only a problem, not a GPU. The cell
+ * a short line ends on may be cut short, so a UUID there is kept only when it has its full length.
+ */
+function tornGpu(cells: Partial<Record<(typeof GPU_FIELDS)[number], string>>, lastCell: string | null): GpuSample | null {
+  if (lastCell === 'index' || cells.index === undefined || !/^\d+$/.test(cells.index)) return null;
+  const uuid = cells.uuid;
+  if (uuid === undefined || !/^(?:GPU|MIG)-/i.test(uuid)) return null;
+  const index = Number(cells.index);
+  if (!Number.isSafeInteger(index) || index > 1023) return null;
+  const sample: GpuSample = {
+    index,
+    uuid: lastCell !== 'uuid' || FULL_UUID.test(uuid) ? uuid : null,
+    name: lastCell !== 'name' && cells.name !== undefined ? knownCell(cells.name) : null,
+  };
+  for (const [, key] of METRICS) sample[key] = null;
+  return sample;
 }
 
 export interface GpuProcess {

@@ -5,6 +5,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { createFakeNvidiaSmi, gpuLine } from '../test-support/fake-nvidia-smi.js';
 import { nvidiaSmiFixture, nvidiaSmiFixtureNames } from '../test-support/fixtures.js';
 import { isAlive, killIfMatches, waitFor } from '../test-support/processes.js';
+import { DEFAULT_IDLE_RULE, idleFactsOf, judgeIdle } from '@dumont/protocol';
+import { buildHeartbeat } from '../heartbeat/body.js';
+import { heartbeatSchemaErrors } from '../test-support/schema.js';
 import { classifyNvidiaSmiFailure, type NvidiaSmiFailureReason } from './nvidia-smi-errors.js';
 import { GPU_QUERY_ARGS, NvidiaSmiCollector, PROCESS_QUERY_ARGS } from './nvidia-smi.js';
 
@@ -137,6 +140,25 @@ describe('NvidiaSmiCollector against fake nvidia-smi executables', () => {
     expect(result.gpus).toHaveLength(1);
     expect(result.processes).toBeNull();
     expect(result.errors).toEqual([{ collector: 'gpu-processes', message: expect.stringMatching(/does not answer; nvidia-smi exited with code 255/) }]);
+  });
+
+  it('a torn line that hides a busy GPU: a collector error, the GPU kept as unknown, never an idle beat', async () => {
+    // GPU 0 at 0 %, GPU 1 at 97 % whose line nvidia-smi cut short.
+    const smi = fake();
+    smi.set('gpus', { out: `${gpuLine(0, 0)}1, GPU-10000000-0000-0000-0000-000000000000, NVIDIA H100 80GB HBM3, 97, 1024, 815\n` });
+    smi.set('apps', { out: '' });
+    const gpu = await collector(smi.path).collect();
+    const body = buildHeartbeat({
+      instanceId: 1, hostname: 'h', now: Date.now(), agentVersion: '0.1.0', gpu,
+      activity: { lastActivity: null, source: null, mark: 0, activeUsers: 0, reasons: [] },
+      commandResults: [], collectorErrors: gpu.errors, runningCommands: [],
+    });
+    expect(body.collector_errors).toEqual([{ collector: 'nvidia-smi', message: expect.stringMatching(/^unexpected line \(6 fields, expected 8\)/) }]);
+    expect(judgeIdle(idleFactsOf(body), DEFAULT_IDLE_RULE)).toEqual({ idle: false, reason: 'collector error (nvidia-smi): its facts are unknown' });
+    // Honest figures besides: two GPUs, the torn one unknown, so the host's utilization is unknown, not 0 %.
+    expect(body.gpus!.map((g) => [g.index, g.utilization_percent])).toEqual([[0, 0], [1, null]]);
+    expect(body.gpu_metrics!.utilization_percent).toBeNull();
+    expect(heartbeatSchemaErrors(body)).toEqual([]);
   });
 
   it('reports unreadable values without dropping the GPU', async () => {

@@ -15,6 +15,8 @@ const tmp = mkdtempSync(join(tmpdir(), 'dumont-queue-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 let n = 0;
 
+/** The beat that delivered the commands: nothing ever active. */
+const delivered = { activity: { lastActivity: null, source: null, mark: 0, activeUsers: 0, reasons: [] } };
 const cmd = (id: string, type = 'snapshot', args: Record<string, unknown> = {}): DeliveredCommand => ({
   id, type: type as DeliveredCommand['type'], args, issued_at: '2024-12-20T15:30:00Z',
 });
@@ -29,7 +31,7 @@ function setup(hooks: Partial<RunnerConfig['hooks']> = {}, stateDir = join(tmp, 
   const j = journal ?? CommandJournal.open(stateDir);
   const queue = new CommandQueue({
     journal: j,
-    execute: (c, signal) => executeCommand(c, config, signal),
+    execute: (c, signal, delivery) => executeCommand(c, config, signal, delivery),
     log: createLogger({ write: () => {} }),
     onResult: () => (events.results += 1),
     onExitRequest: (code) => events.exits.push(code),
@@ -42,8 +44,8 @@ function setup(hooks: Partial<RunnerConfig['hooks']> = {}, stateDir = join(tmp, 
 describe('CommandQueue', () => {
   it('runs commands one at a time, in delivery order', async () => {
     const { queue, traced, events } = setup();
-    queue.accept([cmd('a'), cmd('b')]);
-    queue.accept([cmd('c')]);
+    queue.accept([cmd('a'), cmd('b')], delivered);
+    queue.accept([cmd('c')], delivered);
     await waitFor('three results', () => queue.pendingResults().length === 3);
     expect(traced()).toEqual(['start a', 'end a', 'start b', 'end b', 'start c', 'end c']);
     expect(events.results).toBe(3);
@@ -51,31 +53,62 @@ describe('CommandQueue', () => {
 
   it('runs an id once however often it is delivered, before or after it finished', async () => {
     const { queue, traced } = setup();
-    queue.accept([cmd('a'), cmd('a')]);
-    queue.accept([cmd('a')]);
+    queue.accept([cmd('a'), cmd('a')], delivered);
+    queue.accept([cmd('a')], delivered);
     await waitFor('the result', () => queue.pendingResults().length === 1);
-    queue.accept([cmd('a')]);
+    queue.accept([cmd('a')], delivered);
     await queue.idle();
     expect(traced()).toEqual(['start a', 'end a']);
   });
 
   it('never runs an id again after a restart; resends its result if the server asks again', async () => {
     const first = setup();
-    first.queue.accept([cmd('a')]);
+    first.queue.accept([cmd('a')], delivered);
     await waitFor('the result', () => first.queue.pendingResults().length === 1);
     first.queue.acknowledge(['a']);
     expect(first.queue.pendingResults()).toEqual([]);
 
     const second = setup({}, first.stateDir); // a new process on the same state dir
-    second.queue.accept([cmd('a')]);
+    second.queue.accept([cmd('a')], delivered);
     await second.queue.idle();
     expect(second.traced()).toEqual([]);
     expect(second.queue.pendingResults()).toEqual([{ id: 'a', status: 'succeeded', detail: expect.stringMatching(/^snapshot hook exited with code 0/) }]);
   });
 
+  it('names the running command while it runs (running_commands), and nothing once done', async () => {
+    const { queue, traced } = setup();
+    expect(queue.runningCommands()).toEqual([]);
+    queue.accept([cmd('a'), cmd('b')], delivered);
+    await waitFor('a to start', () => traced().length === 1);
+    expect(queue.runningCommands()).toEqual(['a']);
+    await waitFor('both results', () => queue.pendingResults().length === 2);
+    expect(queue.runningCommands()).toEqual([]);
+  });
+
+  it('runs a command with the beat that first delivered it, even if delivered again while it waits', async () => {
+    const seen: Array<[string, number]> = [];
+    const at = (mark: number) => ({ activity: { ...delivered.activity, mark } });
+    const queue = new CommandQueue({
+      journal: CommandJournal.open(join(tmp, `state-${n++}`)),
+      execute: async (c, _signal, delivery) => {
+        seen.push([c.id, delivery.activity.mark]);
+        await new Promise((r) => setTimeout(r, 50)); // b waits behind a, and is delivered again meanwhile
+        return { status: 'succeeded', detail: 'ok' };
+      },
+      log: createLogger({ write: () => {} }),
+      onResult: () => {},
+      onExitRequest: () => {},
+      sleep: realClock.sleep,
+    });
+    queue.accept([cmd('a'), cmd('b')], at(1));
+    queue.accept([cmd('b')], at(2));
+    await waitFor('both results', () => queue.pendingResults().length === 2);
+    expect(seen).toEqual([['a', 1], ['b', 1]]);
+  });
+
   it('asks the agent to exit after a command that restarts it, and takes no more commands', async () => {
     const { queue, events, traced } = setup();
-    queue.accept([cmd('r', 'restart'), cmd('s')]);
+    queue.accept([cmd('r', 'restart'), cmd('s')], delivered);
     await waitFor('the exit request', () => events.exits.length === 1);
     await queue.idle();
     expect(events.exits).toEqual([75]);
@@ -85,7 +118,7 @@ describe('CommandQueue', () => {
 
   it('on stop, lets a running command finish within the grace and drops the ones not started', async () => {
     const { queue, traced, journal } = setup();
-    queue.accept([cmd('a'), cmd('b')]);
+    queue.accept([cmd('a'), cmd('b')], delivered);
     await waitFor('a to start', () => traced().length === 1);
     await queue.stop(5000);
     expect(traced()).toEqual(['start a', 'end a']);
@@ -96,7 +129,7 @@ describe('CommandQueue', () => {
   it('on stop, abandons a command that outlives the grace, recorded as failed', async () => {
     const started = join(tmp, 'slow-started');
     const { queue } = setup({ snapshot: `touch ${started}; sleep 30` });
-    queue.accept([cmd('slow')]);
+    queue.accept([cmd('slow')], delivered);
     await waitFor('the hook to start', () => existsSync(started));
     await queue.stop(100);
     expect(queue.pendingResults()).toEqual([{ id: 'slow', status: 'failed', detail: 'snapshot hook abandoned: the agent is stopping; the hook was killed (no output)' }]);
@@ -105,7 +138,7 @@ describe('CommandQueue', () => {
 
   it('runs nothing when ids cannot be recorded, and says so', async () => {
     const { queue, traced } = setup({}, undefined, CommandJournal.unwritable('cannot create state dir /x: EACCES'));
-    queue.accept([cmd('a')]);
+    queue.accept([cmd('a')], delivered);
     await waitFor('the result', () => queue.pendingResults().length === 1);
     expect(traced()).toEqual([]);
     expect(queue.pendingResults()[0]).toMatchObject({ id: 'a', status: 'failed', detail: expect.stringMatching(/^not run: the agent cannot record command ids \(cannot create state dir/) });

@@ -1,12 +1,12 @@
 import type { CommandResult, DeliveredCommand } from '@dumont/protocol';
-import type { CommandSink } from '../heartbeat/loop.js';
+import type { CommandSink, Delivery } from '../heartbeat/loop.js';
 import type { Logger } from '../log.js';
 import type { CommandJournal } from './journal.js';
 import type { CommandOutcome } from './runner.js';
 
 export interface QueueDeps {
   journal: CommandJournal;
-  execute: (cmd: DeliveredCommand, signal: AbortSignal) => Promise<CommandOutcome>;
+  execute: (cmd: DeliveredCommand, signal: AbortSignal, delivery: Delivery) => Promise<CommandOutcome>;
   log: Logger;
   /** A result is ready to be sent. */
   onResult: () => void;
@@ -21,9 +21,9 @@ export interface QueueDeps {
  * server delivers it again, its stored result is sent again instead).
  */
 export class CommandQueue implements CommandSink {
-  private readonly waiting: DeliveredCommand[] = [];
+  private readonly waiting: Array<{ cmd: DeliveredCommand; delivery: Delivery }> = [];
   private readonly waitingIds = new Set<string>();
-  private running: { id: string; controller: AbortController; done: Promise<void> } | null = null;
+  private running: { id: string; controller: AbortController; done: Promise<void>; finished?: boolean } | null = null;
   private closed = false;
 
   constructor(private readonly deps: QueueDeps) {}
@@ -32,11 +32,20 @@ export class CommandQueue implements CommandSink {
     return this.deps.journal.pending();
   }
 
+  runningCommands(): string[] {
+    // Once its result is recorded a beat may carry it; that beat must not also say it is running.
+    return this.running && !this.running.finished ? [this.running.id] : [];
+  }
+
   acknowledge(ids: readonly string[]): void {
     this.deps.journal.acknowledge(ids);
   }
 
-  accept(commands: readonly DeliveredCommand[]): void {
+  /**
+   * `delivery` is the beat whose answer carried the commands. A command delivered again while it
+   * waits keeps its first delivery: the hibernate guard then counts activity from the earliest beat.
+   */
+  accept(commands: readonly DeliveredCommand[], delivery: Delivery): void {
     for (const cmd of commands) {
       if (this.waitingIds.has(cmd.id) || this.running?.id === cmd.id) continue;
       const known = this.deps.journal.get(cmd.id);
@@ -46,7 +55,7 @@ export class CommandQueue implements CommandSink {
       }
       // Not started, so not recorded: the server delivers it again after the agent restarts.
       if (this.closed) continue;
-      this.waiting.push(cmd);
+      this.waiting.push({ cmd, delivery });
       this.waitingIds.add(cmd.id);
     }
     this.pump();
@@ -82,16 +91,16 @@ export class CommandQueue implements CommandSink {
     if (this.running || this.closed) return;
     const next = this.waiting.shift();
     if (!next) return;
-    this.waitingIds.delete(next.id);
+    this.waitingIds.delete(next.cmd.id);
     const controller = new AbortController();
-    const done = this.runOne(next, controller.signal).finally(() => {
+    const done = this.runOne(next.cmd, next.delivery, controller.signal).finally(() => {
       this.running = null;
       this.pump();
     });
-    this.running = { id: next.id, controller, done };
+    this.running = { id: next.cmd.id, controller, done };
   }
 
-  private async runOne(cmd: DeliveredCommand, signal: AbortSignal): Promise<void> {
+  private async runOne(cmd: DeliveredCommand, delivery: Delivery, signal: AbortSignal): Promise<void> {
     const { journal, log } = this.deps;
     const fields = { command_id: cmd.id, command_type: cmd.type };
     try {
@@ -105,10 +114,11 @@ export class CommandQueue implements CommandSink {
     log.info('running command', fields);
     let outcome: CommandOutcome;
     try {
-      outcome = await this.deps.execute(cmd, signal);
+      outcome = await this.deps.execute(cmd, signal, delivery);
     } catch (err) {
       outcome = { status: 'failed', detail: `agent error while running the command: ${(err as Error).message}` };
     }
+    if (this.running?.id === cmd.id) this.running.finished = true;
     journal.finish(cmd.id, outcome.status, outcome.detail);
     (outcome.status === 'succeeded' ? log.info : log.warn)(`command ${outcome.status}`, { ...fields, detail: outcome.detail.slice(0, 500) });
     this.deps.onResult();

@@ -6,7 +6,8 @@ import type { DeliveredCommand } from '@dumont/protocol';
 import { isAlive, killIfMatches, waitFor } from '../test-support/processes.js';
 import { runHook } from './hooks.js';
 import { RESTART_EXIT_CODE, executeCommand, type RunnerConfig } from './runner.js';
-import { testRunnerConfig } from '../test-support/runner-config.js';
+import { gpuLine } from '../test-support/fake-nvidia-smi.js';
+import { machineCollector, testRunnerConfig } from '../test-support/runner-config.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'dumont-runner-'));
 const strays: number[] = [];
@@ -36,6 +37,22 @@ describe('hooks', () => {
     const outcome = await executeCommand(cmd('hibernate', { reason: 'idle' }), config({ hooks: { hibernate: hook, snapshot: null, restart: null } }), never);
     expect(outcome).toEqual({ status: 'succeeded', detail: 'hibernate hook exited with code 0\n--- output ---\ncheckpoint saved' });
     expect(readFileSync(proof, 'utf8')).toBe('cmd-hibernate hibernate 456789 {"reason":"idle"}\n');
+  });
+
+  it('hibernate first reads the machine again, by the rule the command carries', async () => {
+    const proof = join(tmp, 'hibernated-at-7');
+    const hooks = { hibernate: `echo ran > ${proof}`, snapshot: null, restart: null };
+    const at7 = machineCollector(tmp, gpuLine(0, 7));
+    // An operator's command with no rule: the protocol's default of 5 % makes 7 % busy.
+    expect(await executeCommand(cmd('hibernate', {}), config({ hooks, sample: at7.sample }), never)).toEqual({
+      status: 'failed',
+      detail: 'refused: GPU 0 at 7% utilization (server rule: below 5%); the hook was not run',
+    });
+    expect(existsSync(proof)).toBe(false);
+    // The policy's command carries the server's rule: below 10 %, so 7 % is idle.
+    const outcome = await executeCommand(cmd('hibernate', { idle_utilization_percent: 10, ignore_gpu_processes: false }), config({ hooks, sample: at7.sample }), never);
+    expect(outcome).toEqual({ status: 'succeeded', detail: 'hibernate hook exited with code 0 (no output)' });
+    expect(existsSync(proof)).toBe(true);
   });
 
   it('a failing hook is failed, with its exit code and output tail (stderr included)', async () => {

@@ -1,5 +1,8 @@
-import type { DeliveredCommand } from '@dumont/protocol';
+import { idleRuleOf, type DeliveredCommand } from '@dumont/protocol';
+import type { Reading } from '../collect.js';
 import { describeOutcome, runBounded } from '../collectors/exec-bounded.js';
+import type { Delivery } from '../heartbeat/loop.js';
+import { guardedHibernate } from './hibernate-guard.js';
 import { runHook } from './hooks.js';
 
 /**
@@ -22,6 +25,8 @@ export interface RunnerConfig {
   npm: string;
   packageName: string;
   currentVersion: string;
+  /** A fresh reading of the machine, for the checks around the hibernate hook (hibernate-guard.ts). */
+  sample: () => Promise<Reading>;
   /** `systemctl`, replaceable for tests. */
   systemctl?: string;
   killGraceMs?: number;
@@ -31,7 +36,8 @@ export interface RunnerConfig {
 export const RESTART_EXIT_CODE = 75;
 const VERSION = /^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$/;
 
-export async function executeCommand(cmd: DeliveredCommand, config: RunnerConfig, signal: AbortSignal): Promise<CommandOutcome> {
+/** `delivery`: the beat whose answer carried the command (null when it came some other way). */
+export async function executeCommand(cmd: DeliveredCommand, config: RunnerConfig, signal: AbortSignal, delivery: Delivery | null = null): Promise<CommandOutcome> {
   const env = {
     DUMONT_COMMAND_ID: cmd.id,
     DUMONT_COMMAND_TYPE: String(cmd.type),
@@ -50,7 +56,9 @@ export async function executeCommand(cmd: DeliveredCommand, config: RunnerConfig
 
   switch (cmd.type as string) {
     case 'hibernate':
-      return hook('hibernate');
+      // Nothing to guard when there is no hook: it is reported as not configured, as before.
+      if (!config.hooks.hibernate) return hook('hibernate');
+      return guardedHibernate({ rule: idleRuleOf(cmd.args), delivery, sample: config.sample, runHook: () => hook('hibernate') });
     case 'snapshot':
       return hook('snapshot');
     case 'restart': {

@@ -13,9 +13,10 @@ const facts = (over: Partial<BeatFacts> = {}): BeatFacts => ({
   now: NOW,
   agentVersion: '0.1.0',
   gpu: { gpus: [gpu(0, 85)], processes: [{ pid: 1, used_memory_mb: 10, gpu_uuid: 'GPU-0' }], errors: [] },
-  activity: { lastActivity: NOW - 15_000, activeUsers: 1, reasons: [] },
+  activity: { lastActivity: NOW - 15_000, source: "input on alice's terminal pts/0", mark: 1, activeUsers: 1, reasons: [] },
   commandResults: [],
   collectorErrors: [],
+  runningCommands: [],
   ...over,
 });
 
@@ -24,7 +25,7 @@ describe('buildHeartbeat', () => {
     const body = buildHeartbeat(facts());
     expect(Object.keys(body)).toEqual([
       'instance_id', 'hostname', 'timestamp', 'gpu_metrics', 'process_count', 'active_users', 'last_activity', 'agent_version',
-      'gpus', 'command_results', 'collector_errors',
+      'gpus', 'command_results', 'collector_errors', 'running_commands',
     ]);
     expect(body).toMatchObject({
       instance_id: 456789,
@@ -59,17 +60,26 @@ describe('buildHeartbeat', () => {
   });
 
   it('unknown activity and users are null, not 0 or "now"', () => {
-    const body = buildHeartbeat(facts({ activity: { lastActivity: null, activeUsers: null, reasons: [] } }));
+    const body = buildHeartbeat(facts({ activity: { lastActivity: null, source: null, mark: 0, activeUsers: null, reasons: [] } }));
     expect(body.last_activity).toBeNull();
     expect(body.active_users).toBeNull();
+    expect(heartbeatSchemaErrors(body)).toEqual([]);
+  });
+
+  it('names the commands running now (the server lets a running hibernate hook keep the GPU busy)', () => {
+    const body = buildHeartbeat(facts({ runningCommands: ['0b9f6c1e-hibernate'] }));
+    expect(body.running_commands).toEqual(['0b9f6c1e-hibernate']);
+    expect(buildHeartbeat(facts()).running_commands).toEqual([]);
     expect(heartbeatSchemaErrors(body)).toEqual([]);
   });
 
   it('stays within the server’s limits so that results are never refused with it', () => {
     const results = Array.from({ length: 150 }, (_, i) => ({ id: `cmd-${i}`, status: 'failed' as const, detail: 'x'.repeat(10_000) }));
     const errors = Array.from({ length: 40 }, (_, i) => ({ collector: `c${i}`.repeat(40), message: 'm'.repeat(5000) }));
-    const body = buildHeartbeat(facts({ commandResults: results, collectorErrors: errors, hostname: 'h'.repeat(300) }));
+    const running = ['x'.repeat(65), ...Array.from({ length: 20 }, (_, i) => `run-${i}`)];
+    const body = buildHeartbeat(facts({ commandResults: results, collectorErrors: errors, hostname: 'h'.repeat(300), runningCommands: running }));
     expect(body.command_results).toHaveLength(100);
+    expect(body.running_commands).toEqual(Array.from({ length: 16 }, (_, i) => `run-${i}`));
     expect(body.command_results![0]!.id).toBe('cmd-0');
     expect(body.collector_errors).toHaveLength(32);
     expect(heartbeatSchemaErrors(body)).toEqual([]);

@@ -9,6 +9,8 @@ export const MAX_COMMAND_RESULTS = 100;
 export const MAX_DETAIL = 8192;
 export const MAX_COLLECTOR_ERRORS = 32;
 export const MAX_COLLECTOR_MESSAGE = 2048;
+export const MAX_RUNNING_COMMANDS = 16;
+const MAX_COMMAND_ID = 64;
 
 export interface BeatFacts {
   instanceId: number;
@@ -19,13 +21,15 @@ export interface BeatFacts {
   activity: ActivityReport;
   commandResults: readonly CommandResult[];
   collectorErrors: readonly CollectorError[];
+  /** Ids of the commands running now (see `running_commands`). */
+  runningCommands: readonly string[];
 }
 
 const clip = (text: string, max: number) => (text.length > max ? `${text.slice(0, max - 1)}…` : text);
 
 /**
- * The seed's heartbeat, field for field and in its order, plus `gpus`, `command_results` and
- * `collector_errors`. Unknown is null, never 0: a failed nvidia-smi gives null metrics, a null
+ * The seed's heartbeat, field for field and in its order, plus `gpus`, `command_results`,
+ * `collector_errors` and `running_commands`. Unknown is null, never 0: a failed nvidia-smi gives null metrics, a null
  * process count and no `gpus` at all (an empty list would claim the host has no GPU).
  */
 export function buildHeartbeat(f: BeatFacts): HeartbeatRequest {
@@ -52,5 +56,7 @@ export function buildHeartbeat(f: BeatFacts): HeartbeatRequest {
     collector: clip(e.collector, 64),
     message: clip(e.message, MAX_COLLECTOR_MESSAGE),
   }));
+  // An id the schema would refuse cannot be clipped into another command's id: it is left out.
+  body.running_commands = f.runningCommands.filter((id) => id.length > 0 && id.length <= MAX_COMMAND_ID).slice(0, MAX_RUNNING_COMMANDS);
   return body;
 }

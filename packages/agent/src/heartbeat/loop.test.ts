@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { CommandResult, DeliveredCommand, HeartbeatRequest } from '@dumont/protocol';
 import { createLogger } from '../log.js';
 import { HibernationNotice } from './hibernation-notice.js';
-import { HeartbeatLoop, type Clock, type CommandSink } from './loop.js';
+import { HeartbeatLoop, type Clock, type CommandSink, type Delivery } from './loop.js';
 import type { SendOutcome } from './sender.js';
 
 const T0 = Date.parse('2024-12-20T15:30:00Z');
@@ -29,14 +29,20 @@ class RecordingSink implements CommandSink {
   results: CommandResult[] = [];
   acked: string[] = [];
   accepted: string[] = [];
+  deliveries: Delivery[] = [];
+  running: string[] = [];
   pendingResults() {
     return this.results.filter((r) => !this.acked.includes(r.id));
+  }
+  runningCommands() {
+    return [...this.running];
   }
   acknowledge(ids: readonly string[]) {
     this.acked.push(...ids);
   }
-  accept(commands: readonly DeliveredCommand[]) {
+  accept(commands: readonly DeliveredCommand[], delivery: Delivery) {
     this.accepted.push(...commands.map((c) => c.id));
+    if (commands.length > 0) this.deliveries.push(delivery);
   }
 }
 
@@ -52,11 +58,12 @@ function harness(script: Array<SendOutcome | (() => SendOutcome)>, opts: { rando
   const loop: HeartbeatLoop = new HeartbeatLoop({
     clock,
     random: opts.random ?? (() => 0.5),
-    collect: async (results) => {
+    collect: async (results, running) => {
       collects += 1;
       if (collects > 10_000) loop.stop(); // a broken loop fails the test instead of eating the memory
       if (opts.collectThrowsAt?.includes(collects - 1)) throw new Error('collector bug');
-      return { instance_id: 1, hostname: 'h', timestamp: new Date(clock.now()).toISOString(), command_results: results };
+      const body = { instance_id: 1, hostname: 'h', timestamp: new Date(clock.now()).toISOString(), command_results: results, running_commands: running };
+      return { body, activity: { lastActivity: clock.now() - 60_000, source: 'test', mark: collects, activeUsers: 0, reasons: [] } };
     },
     send: async (body) => {
       bodies.push(body);
@@ -127,6 +134,18 @@ describe('HeartbeatLoop', () => {
     await h.loop.run();
     expect(h.sink.accepted).toEqual(['h1', 'h1']);
     expect(h.hibernations).toEqual([60]);
+  });
+
+  it('names the running commands in each beat, and hands each delivery the activity of the beat it answered', async () => {
+    const cmd = { id: 'h1', type: 'hibernate' as const, args: {}, issued_at: '2024-12-20T15:30:00Z' };
+    let sink: RecordingSink | null = null;
+    const h = harness([ok({ commands: [cmd] }), () => ((sink!.running = []), ok()), ok()]);
+    sink = h.sink;
+    h.sink.running = ['h1'];
+    await h.loop.run();
+    expect(h.bodies.map((b) => b.running_commands)).toEqual([['h1'], ['h1'], []]);
+    // The first beat was the first collection: the guard counts activity from its mark.
+    expect(h.sink.deliveries.map((d) => d.activity.mark)).toEqual([1]);
   });
 
   it('goes quiet once the server has the hibernate command\'s success, then beats again', async () => {

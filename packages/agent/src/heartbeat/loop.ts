@@ -1,4 +1,6 @@
-import type { CollectorError, CommandResult, DeliveredCommand, HeartbeatRequest } from '@dumont/protocol';
+import type { CommandResult, DeliveredCommand } from '@dumont/protocol';
+import type { Reading } from '../collect.js';
+import type { ActivityReport } from '../collectors/activity.js';
 import type { Logger } from '../log.js';
 import { DEFAULT_BASE_BACKOFF_MS, beatDelay, retryDelay } from './backoff.js';
 import type { HibernationNotice } from './hibernation-notice.js';
@@ -26,18 +28,25 @@ export const realClock: Clock = {
     }),
 };
 
+/** The beat whose answer delivered commands: what the machine looked like when the server decided. */
+export interface Delivery {
+  activity: ActivityReport;
+}
+
 /** The command side, as the loop sees it (see commands/queue.ts). */
 export interface CommandSink {
   pendingResults(): CommandResult[];
+  /** Ids of the commands running now, for `running_commands`. */
+  runningCommands(): string[];
   acknowledge(ids: readonly string[]): void;
-  accept(commands: readonly DeliveredCommand[]): void;
+  accept(commands: readonly DeliveredCommand[], delivery: Delivery): void;
 }
 
 export interface LoopDeps {
   clock: Clock;
   random: () => number;
-  /** One heartbeat body, without command results (the loop adds them). */
-  collect: (results: CommandResult[]) => Promise<HeartbeatRequest>;
+  /** One heartbeat body, carrying the results and running commands the loop passes. */
+  collect: (results: CommandResult[], runningCommands: string[]) => Promise<Reading>;
   send: Sender;
   commands: CommandSink;
   hibernation: HibernationNotice;
@@ -91,9 +100,10 @@ export class HeartbeatLoop {
     const { deps } = this;
     const results = deps.commands.pendingResults();
     let outcome;
+    let reading: Reading | null = null;
     try {
-      const body = await deps.collect(results);
-      outcome = await deps.send(body);
+      reading = await deps.collect(results, deps.commands.runningCommands());
+      outcome = await deps.send(reading.body);
     } catch (err) {
       outcome = { kind: 'unreachable' as const, message: `beat failed: ${(err as Error).message}` };
     }
@@ -113,7 +123,8 @@ export class HeartbeatLoop {
     deps.commands.acknowledge(results.map((r) => r.id));
     deps.hibernation.observe(deps.clock.now(), response.hibernate_in_seconds);
     for (const command of response.commands) if (command.type === 'hibernate') this.hibernateIds.add(command.id);
-    deps.commands.accept(response.commands);
+    // Sent, so collected: the reading is there.
+    deps.commands.accept(response.commands, { activity: reading!.activity });
     const hibernated = results.some((r) => r.status === 'succeeded' && this.hibernateIds.has(r.id));
     for (const r of results) this.hibernateIds.delete(r.id);
     if (hibernated) {

@@ -109,6 +109,14 @@ describe('dumont-agent install / uninstall (real process)', () => {
     expect(result.stdout).not.toContain('/etc/dumont-agent/token');
   });
 
+  it('does not carry the ignored --idle-utilization-percent into a new config', () => {
+    const result = run(['install', '--dry-run', '--root', root(), '--instance-id', '1', '--api-url', 'http://h:1', '--token', TOKEN, '--idle-utilization-percent', '10']);
+    expect(result.status).toBe(0);
+    expect(result.stdout).toContain('"instance-id": 1');
+    expect(result.stdout).not.toContain('idle-utilization-percent');
+    expect(result.stderr).toMatch(/--idle-utilization-percent is ignored: the server decides/);
+  });
+
   it('refuses to install without instance id, API URL or token (exit 2)', () => {
     expect(run(['install', '--dry-run', '--api-url', 'http://h:1'], { DUMONT_AGENT_TOKEN: TOKEN })).toMatchObject({ status: 2, stderr: expect.stringMatching(/install needs --instance-id/) });
     expect(run(['install', '--dry-run', '--instance-id', '1'], { DUMONT_AGENT_TOKEN: TOKEN })).toMatchObject({ status: 2, stderr: expect.stringMatching(/--api-url/) });

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ConfigError, DEFAULT_STATE_DIR, type AgentConfig, type OptionName } from '../config.js';
+import { ConfigError, DEFAULT_STATE_DIR, OPTIONS, type AgentConfig, type OptionName } from '../config.js';
 import { CONFIG_DIR, CONFIG_PATH, SERVICE_NAME, TOKEN_PATH, UNIT_PATH, renderConfig, renderUnit } from './systemd.js';
 
 export interface InstallOptions {
@@ -54,6 +54,8 @@ function configValues(config: AgentConfig): { values: Record<string, unknown>; t
   const values: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(config.explicit) as Array<[OptionName, unknown]>) {
     if (k === 'config' || k === 'token' || k === 'token-file') continue;
+    // A new install does not carry an ignored setting forward (its warning was logged already).
+    if ('deprecated' in OPTIONS[k]) continue;
     values[k] = v;
   }
   if (config.instanceId === null) throw new ConfigError('install needs --instance-id');

@@ -16,9 +16,18 @@ export interface AgentProcess {
 
 const running = new Set<AgentProcess>();
 
-export async function startAgent(args: string[], env: NodeJS.ProcessEnv = {}): Promise<AgentProcess> {
+/**
+ * `wrap` turns the agent's command line (`node cli.js …args`) into the one actually run, for an agent
+ * started inside something (a user and mount namespace with its own state dir).
+ */
+export async function startAgent(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  wrap: (argv: string[]) => string[] = (argv) => argv,
+): Promise<AgentProcess> {
   const cli = await ensureAgentBuilt();
-  const child = spawn(process.execPath, [cli, ...args], {
+  const [file, ...argv] = wrap([process.execPath, cli, ...args]);
+  const child = spawn(file!, argv, {
     detached: true,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, DUMONT_AGENT_TOKEN: '', ...env },

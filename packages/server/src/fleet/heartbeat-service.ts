@@ -1,6 +1,9 @@
 import {
   aggregateGpuMetrics,
   DumontError,
+  hibernateArgsOf,
+  idleFactsOf,
+  parseTimestamp,
   type CommandResult,
   type CommandType,
   type DeliveredCommand,
@@ -9,29 +12,34 @@ import {
 } from '@dumont/protocol';
 import type { Clock } from '../clock.js';
 import type { ServerConfig } from '../config.js';
-import { evaluate, hibernateInSeconds, type Decision, type InstancePolicy } from '../policy/hibernation-policy.js';
+import { evaluate, hibernateInSeconds, type Decision, type HibernateReport } from '../policy/hibernation-policy.js';
 import type { IdleObservation } from '../policy/idle-observation.js';
 import { sameHash } from '../secrets.js';
 import type { InstanceUpdate } from '../store/schema.js';
 import type { FleetRepository, FleetStore, LifecycleRow } from '../store/store.js';
-import { InstanceWrite, policyOf } from './lifecycle-rows.js';
+import { idleRuleOfRow, InstanceWrite, policyOf } from './lifecycle-rows.js';
+import type { MassSilenceGuard } from './mass-silence.js';
 import { iso } from './views.js';
 
-/** What a beat says about idleness; metrics it lacks stay unknown (null), never 0. */
-function observationOf(beat: HeartbeatRequest, beatAt: number, now: number): IdleObservation {
-  const utilizations =
-    beat.gpus && beat.gpus.length > 0
-      ? beat.gpus.map((g) => g.utilization_percent ?? null)
-      : beat.gpu_metrics
-        ? [beat.gpu_metrics.utilization_percent ?? null]
-        : [];
+/**
+ * What a beat says about idleness, on the server clock. `last_activity` is mapped through the age the
+ * agent reports (so clock skew cannot shift idle time); when the facts were collected is estimated
+ * through the agent's clock offset at its previous beat (so a beat that sat in a queue is not fresh).
+ */
+function observationOf(beat: HeartbeatRequest, beatAt: number, now: number, row: LifecycleRow): IdleObservation {
   let lastActivityAt: number | null = null;
-  if (beat.last_activity) {
-    // Map the agent's clock onto ours through the age it reports, so clock skew cannot shift idle time.
-    const age = Math.max(0, beatAt - Date.parse(beat.last_activity));
-    lastActivityAt = now - age;
-  }
-  return { utilizations, processCount: beat.process_count ?? null, lastActivityAt };
+  const activity = beat.last_activity ? parseTimestamp(beat.last_activity) : null;
+  if (activity !== null) lastActivityAt = now - Math.max(0, beatAt - activity);
+  const offset = row.agent_timestamp_ms !== null && row.last_heartbeat_at !== null ? row.last_heartbeat_at - row.agent_timestamp_ms : null;
+  const observedAt = offset === null ? now : Math.min(now, beatAt + offset);
+  const hibernateHookRunning = row.hibernate_command_id !== null && (beat.running_commands ?? []).includes(row.hibernate_command_id);
+  return { ...idleFactsOf(beat), lastActivityAt, observedAt, hibernateHookRunning };
+}
+
+/** The result this beat carries for the instance's hibernate command, first or re-sent. */
+function hibernateReportOf(beat: HeartbeatRequest, row: LifecycleRow): HibernateReport | null {
+  const result = row.hibernate_command_id === null ? undefined : beat.command_results?.find((r) => r.id === row.hibernate_command_id);
+  return result ? { succeeded: result.status === 'succeeded', detail: result.detail ?? '' } : null;
 }
 
 function metricsPatch(beat: HeartbeatRequest, beatAt: number): InstanceUpdate {
@@ -69,15 +77,17 @@ export class HeartbeatService {
     private readonly clock: Clock,
     private readonly config: ServerConfig,
     private readonly provider: HibernationProvider = noProvider,
+    private readonly massSilence: MassSilenceGuard | null = null,
   ) {}
 
   /** Applies one heartbeat; answers only after the change is committed (durably, if it was a transition). */
   async ingest(tokenHash: string, beat: HeartbeatRequest): Promise<HeartbeatResponse> {
     const now = this.clock.now();
-    const outcome = (await this.tryPlainBeat(tokenHash, beat, now)) ?? (await this.store.transaction(async (repo) => {
+    const beatAt = this.beatTime(beat, now);
+    const outcome = (await this.tryPlainBeat(tokenHash, beat, beatAt, now)) ?? (await this.store.transaction(async (repo) => {
       const row = await repo.getLifecycle(beat.instance_id, { forUpdate: true });
       if (!row || !sameHash(row.agent_token_hash, tokenHash)) return null;
-      return this.applyBeat(repo, row, beat, now);
+      return this.applyBeat(repo, row, beat, beatAt, now);
     }));
     if (outcome === null) {
       // Looked up only on failure, so a good beat costs one indexed read by instance id.
@@ -96,21 +106,39 @@ export class HeartbeatService {
   }
 
   /**
+   * The agent's clock, bounded by ours: a timestamp far in the future would make every later beat look
+   * older than it and be ignored, so it is refused (the agent's log says to fix the host's clock).
+   */
+  private beatTime(beat: HeartbeatRequest, now: number): number {
+    const beatAt = parseTimestamp(beat.timestamp);
+    if (beatAt === null) throw new DumontError('invalid_request', 'timestamp: must be an RFC 3339 date-time', 'timestamp');
+    const ahead = beatAt - now;
+    if (ahead > this.config.maxClockSkewSeconds * 1000) {
+      throw new DumontError(
+        'invalid_request',
+        `timestamp: ${Math.round(ahead / 1000)} s ahead of the server clock (at most ${this.config.maxClockSkewSeconds} s); fix the host's clock (NTP)`,
+        'timestamp',
+      );
+    }
+    return beatAt;
+  }
+
+  /**
    * PostgreSQL: most beats only refresh metrics. Such a beat is read without a lock and written with
    * one compare-and-set UPDATE, two round trips instead of four (BEGIN, SELECT … FOR UPDATE, UPDATE,
    * COMMIT). Anything more — a transition, a command, a result, a lost race — takes the locked path.
    * SQLite gains nothing from it: its group commit already shares one transaction among many beats.
    */
-  private async tryPlainBeat(tokenHash: string, beat: HeartbeatRequest, now: number) {
+  private async tryPlainBeat(tokenHash: string, beat: HeartbeatRequest, beatAt: number, now: number) {
     if (this.store.dialect !== 'postgres' || (beat.command_results?.length ?? 0) > 0) return null;
     const row = await this.store.getLifecycle(beat.instance_id);
     if (!row || row.open_commands > 0 || !sameHash(row.agent_token_hash, tokenHash)) return null;
     const write = new InstanceWrite(row, now);
-    const beatAt = Date.parse(beat.timestamp);
     if (this.isStale(row, beatAt, now)) return null;
     const decision = this.decide(write, beat, beatAt, now);
     // Decided before anything is written: a beat that changes more than metrics takes the locked path.
-    const plain = !decision.issueHibernate && !decision.expireHibernate && decision.events.length === 0 && decision.facts.status === row.status;
+    const plain =
+      !decision.issueHibernate && decision.closeHibernate === null && decision.events.length === 0 && decision.facts.status === row.status;
     if (!plain) return null;
     await this.absorbBeat(this.store, write, decision, beat, beatAt);
     if (!(await write.tryCommitPlain(this.store))) return null;
@@ -118,22 +146,38 @@ export class HeartbeatService {
   }
 
   private decide(write: InstanceWrite, beat: HeartbeatRequest, beatAt: number, now: number): Decision {
-    const observation = observationOf(beat, beatAt, now);
-    return evaluate(write.facts, policyOf(write.row, this.config), { kind: 'heartbeat', observation }, this.config, now);
+    const input = {
+      kind: 'heartbeat',
+      observation: observationOf(beat, beatAt, now, write.row),
+      hibernateReport: hibernateReportOf(beat, write.row),
+      hold: this.massSilence?.hold ?? null,
+    } as const;
+    return evaluate(write.facts, policyOf(write.row, this.config), input, this.config, now);
   }
 
   private async absorbBeat(repo: FleetRepository, write: InstanceWrite, decision: Decision, beat: HeartbeatRequest, beatAt: number) {
-    await write.absorb(decision, repo, 'policy');
+    await write.absorb(decision, repo, 'policy', hibernateArgsOf(idleRuleOfRow(write.row, this.config)));
     write.patch = { ...write.patch, ...metricsPatch(beat, beatAt), heartbeat_count: write.row.heartbeat_count + 1 };
   }
 
-  private async applyBeat(repo: FleetRepository, row: LifecycleRow, beat: HeartbeatRequest, now: number) {
+  private async applyBeat(repo: FleetRepository, row: LifecycleRow, beat: HeartbeatRequest, beatAt: number, now: number) {
     const write = new InstanceWrite(row, now);
-    const policy = policyOf(row, this.config);
-    const beatAt = Date.parse(beat.timestamp);
-    if (!this.isStale(row, beatAt, now)) await this.absorbBeat(repo, write, this.decide(write, beat, beatAt, now), beat, beatAt);
-    for (const result of beat.command_results ?? []) await this.settle(repo, write, policy, result, now);
-    const commands = await this.deliver(repo, write, now);
+    // Command rows first; what a result means for the lifecycle is decided with the beat that carries it.
+    for (const result of beat.command_results ?? []) await this.settle(repo, write, result, now);
+    let withhold = false;
+    if (!this.isStale(row, beatAt, now)) {
+      const decision = this.decide(write, beat, beatAt, now);
+      withhold = decision.withholdHibernate;
+      await this.absorbBeat(repo, write, decision, beat, beatAt);
+    } else {
+      // A delayed copy of an older beat: its facts are not applied, but a result it carries still counts.
+      const report = hibernateReportOf(beat, row);
+      if (report) {
+        const decision = evaluate(write.facts, policyOf(row, this.config), { kind: 'hibernate_result', ...report }, this.config, now);
+        await write.absorb(decision, repo, 'policy', hibernateArgsOf(idleRuleOfRow(row, this.config)));
+      }
+    }
+    const commands = await this.deliver(repo, write, now, withhold);
     await write.commit(repo);
     return {
       commands,
@@ -152,8 +196,8 @@ export class HeartbeatService {
     return silentFor < this.config.offlineAfterSeconds * 1000;
   }
 
-  /** Records one command result; a repeated or unknown result changes nothing. */
-  private async settle(repo: FleetRepository, write: InstanceWrite, policy: InstancePolicy, result: CommandResult, now: number) {
+  /** Records one command result on its command; a repeated or unknown result changes nothing. */
+  private async settle(repo: FleetRepository, write: InstanceWrite, result: CommandResult, now: number) {
     const command = await repo.getCommand(result.id);
     if (!command || command.instance_id !== write.row.instance_id) return;
     const detail = result.detail ?? '';
@@ -165,17 +209,17 @@ export class HeartbeatService {
       reason: `${command.type} ${result.status}${detail ? `: ${detail.slice(0, 200)}` : ''}`,
       data: { command_id: command.id, command: command.type },
     });
-    if (command.id !== write.hibernateCommandId) return;
-    const input = { kind: 'hibernate_result', succeeded: result.status === 'succeeded', detail } as const;
-    await write.absorb(evaluate(write.facts, policy, input, this.config, now), repo, 'policy');
-    write.patch.hibernate_command_id = null;
   }
 
-  /** Every open command goes out in every answer until its result arrives. */
-  private async deliver(repo: FleetRepository, write: InstanceWrite, now: number): Promise<DeliveredCommand[]> {
+  /**
+   * Every open command goes out in every answer until its result arrives — except a hibernate command
+   * in the answer to a busy beat (its hook is running; see the policy).
+   */
+  private async deliver(repo: FleetRepository, write: InstanceWrite, now: number, withholdHibernate: boolean): Promise<DeliveredCommand[]> {
     if (write.row.open_commands + write.openCommandsDelta <= 0) return [];
     const delivered: DeliveredCommand[] = [];
     for (const command of await repo.openCommands(write.row.instance_id)) {
+      if (withholdHibernate && command.id === write.hibernateCommandId) continue;
       if (command.state === 'pending') {
         await repo.updateCommand(command.id, ['pending'], { state: 'delivered', delivered_at: now });
         write.events.push({ type: 'command_delivered', reason: `${command.type} delivered in a heartbeat response`, data: { command_id: command.id } });

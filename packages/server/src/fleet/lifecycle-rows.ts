@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { CommandType } from '@dumont/protocol';
+import type { CommandType, HibernateArgs, IdleRule } from '@dumont/protocol';
 import type { Decision, InstancePolicy, LifecycleFacts, PolicyEvent } from '../policy/hibernation-policy.js';
 import type { InstanceUpdate, NewEventRow } from '../store/schema.js';
 import type { FleetRepository, LifecycleRow } from '../store/store.js';
@@ -17,6 +17,7 @@ export function factsOf(row: LifecycleRow): LifecycleFacts {
     postponedUntil: row.postponed_until,
     hibernateIssuedAt: row.hibernate_issued_at,
     onlineSince: row.online_since,
+    offlineSince: row.offline_since,
   };
 }
 
@@ -28,6 +29,11 @@ export function policyOf(row: LifecycleRow, config: ServerConfig): InstancePolic
   };
 }
 
+/** The per-beat rule the server judges this instance with; hibernate commands carry it to the agent. */
+export function idleRuleOfRow(row: Pick<LifecycleRow, 'ignore_gpu_processes'>, config: ServerConfig): IdleRule {
+  return { idleUtilizationPercent: config.idleUtilizationPercent, ignoreGpuProcesses: row.ignore_gpu_processes === 1 };
+}
+
 const FACT_COLUMNS = {
   status: 'status',
   lastHeartbeatAt: 'last_heartbeat_at',
@@ -36,6 +42,7 @@ const FACT_COLUMNS = {
   postponedUntil: 'postponed_until',
   hibernateIssuedAt: 'hibernate_issued_at',
   onlineSince: 'online_since',
+  offlineSince: 'offline_since',
 } as const satisfies Record<keyof LifecycleFacts, keyof LifecycleRow>;
 
 /**
@@ -85,6 +92,8 @@ export class InstanceWrite {
   openCommandsDelta = 0;
   /** Something a power cut must not lose: a status change, a command, an event. */
   durable = false;
+  /** The client's `Idempotency-Key`, stored with the command this write issues. */
+  idempotencyKey: string | null = null;
 
   constructor(
     readonly row: LifecycleRow,
@@ -99,7 +108,8 @@ export class InstanceWrite {
   }
 
   /** Folds a policy decision in; returns the id of a hibernate command it issued, if any. */
-  async absorb(decision: Decision, repo: FleetRepository, issuedBy: string): Promise<string | null> {
+  /** `hibernateArgs`: the rule a hibernate command carries to the agent; needed where one can be issued. */
+  async absorb(decision: Decision, repo: FleetRepository, issuedBy: string, hibernateArgs: HibernateArgs | null = null): Promise<string | null> {
     if (decision.facts.status !== this.facts.status) this.durable = true;
     this.facts = decision.facts;
     this.events.push(...decision.events);
@@ -107,16 +117,25 @@ export class InstanceWrite {
     for (const column of PATCHED_BY_FACTS) delete patch[column];
     this.patch = { ...(patch as InstanceUpdate), ...factsPatch(this.row, decision.facts, decision.deadline, this.now) };
     const hibernateCommandId = this.hibernateCommandId;
-    if (decision.expireHibernate && hibernateCommandId) {
-      this.patch.hibernate_command_id = null;
-      const detail = 'no result before the hibernate timeout';
-      if (await repo.updateCommand(hibernateCommandId, ['pending', 'delivered'], { state: 'expired', completed_at: this.now, detail })) {
+    const close = decision.closeHibernate;
+    if (close && hibernateCommandId) {
+      if (await repo.updateCommand(hibernateCommandId, ['pending', 'delivered'], { state: close.state, completed_at: this.now, detail: close.detail })) {
         this.openCommandsDelta -= 1;
-        this.events.push({ type: 'command_expired', reason: detail, data: { command_id: hibernateCommandId } });
+        this.events.push({
+          type: close.state === 'expired' ? 'command_expired' : 'command_cancelled',
+          reason: close.detail,
+          data: { command_id: hibernateCommandId },
+        });
       }
     }
+    // The id is kept while hibernating and hibernated (a re-sent result must be recognised as one);
+    // any other status has no hibernate command.
+    if (hibernateCommandId && decision.facts.status !== 'hibernating' && decision.facts.status !== 'hibernated') {
+      this.patch.hibernate_command_id = null;
+    }
     if (!decision.issueHibernate) return null;
-    const id = await this.issueCommand(repo, 'hibernate', {}, issuedBy, issuedBy === 'policy' ? 'the instance stayed idle past its threshold' : `requested by ${issuedBy}`);
+    if (hibernateArgs === null) throw new Error('a hibernate command was issued without the rule it must carry');
+    const id = await this.issueCommand(repo, 'hibernate', { ...hibernateArgs }, issuedBy, issuedBy === 'policy' ? 'the instance stayed idle past its threshold' : `requested by ${issuedBy}`);
     this.patch.hibernate_command_id = id;
     return id;
   }
@@ -140,7 +159,7 @@ export class InstanceWrite {
       delivered_at: null,
       completed_at: null,
       detail: null,
-      idempotency_key: null,
+      idempotency_key: this.idempotencyKey,
     });
     this.openCommandsDelta += 1;
     this.events.push({ type: 'command_issued', reason, data: { command_id: id, command: type, issued_by: issuedBy } });

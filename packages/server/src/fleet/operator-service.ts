@@ -1,6 +1,7 @@
 import {
   DEFAULT_PAGE_LIMIT,
   DumontError,
+  hibernateArgsOf,
   INSTANCE_STATUSES,
   type CommandListResponse,
   type CommandView,
@@ -15,16 +16,32 @@ import {
   type RegisterInstanceRequest,
   type RegisterInstanceResponse,
 } from '@dumont/protocol';
+import { isDeepStrictEqual } from 'node:util';
 import type { Clock } from '../clock.js';
 import type { ServerConfig } from '../config.js';
 import { evaluate, type PolicyInput } from '../policy/hibernation-policy.js';
 import { hashSecret, newSecret } from '../secrets.js';
-import { newInstanceRow, type InstanceRow, type InstanceUpdate } from '../store/schema.js';
+import { newInstanceRow, type CommandRow, type InstanceRow, type InstanceUpdate } from '../store/schema.js';
 import type { FleetRepository, FleetStore } from '../store/store.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
-import { eventRows, InstanceWrite, policyOf } from './lifecycle-rows.js';
+import { eventRows, idleRuleOfRow, InstanceWrite, policyOf } from './lifecycle-rows.js';
+import type { MassSilenceGuard } from './mass-silence.js';
 import { canSee, type Operator } from './principal.js';
-import { toCommandView, toDetail, toEventView, toSummary } from './views.js';
+import { massSilenceView, toCommandView, toDetail, toEventView, toSummary } from './views.js';
+
+/** Thrown out of a transition to roll it back when an `Idempotency-Key` was already used for this request. */
+class Replay {
+  constructor(readonly command: CommandRow) {}
+}
+
+/**
+ * Whether a stored command is what this request asks for. A hibernate command's args are the server's
+ * (the instance's idle rule), not the request's, so for it the type alone decides.
+ */
+function sameCommandRequest(command: CommandRow, request: CreateCommandRequest): boolean {
+  if (command.type !== request.type) return false;
+  return request.type === 'hibernate' || isDeepStrictEqual(JSON.parse(command.args_json), request.args ?? {});
+}
 
 const notFound = (instanceId: number) => new DumontError('not_found', `instance ${instanceId} not found`, 'instance_id');
 
@@ -34,11 +51,11 @@ export class OperatorService {
     private readonly store: FleetStore,
     private readonly clock: Clock,
     private readonly config: ServerConfig,
+    private readonly massSilence: MassSilenceGuard | null = null,
   ) {}
 
   async register(operator: Operator, request: RegisterInstanceRequest & { owner?: string }): Promise<RegisterInstanceResponse> {
     const now = this.clock.now();
-    const owner = request.owner ?? operator.owner;
     if (request.owner !== undefined && !operator.admin && request.owner !== operator.owner) {
       throw new DumontError('forbidden', 'only an admin key may register an instance for another owner', 'owner');
     }
@@ -46,17 +63,25 @@ export class OperatorService {
     const tokenHash = hashSecret(token);
     const rotated = await this.store.transaction(async (repo) => {
       const existing = await repo.getInstance(request.instance_id, { forUpdate: true });
-      if (existing && existing.owner !== owner && !operator.admin) {
-        throw new DumontError('instance_owned_elsewhere', `instance ${request.instance_id} is registered by another owner`, 'instance_id');
-      }
       if (existing) {
-        const patch: InstanceUpdate = { agent_token_hash: tokenHash, owner };
+        // Exactly the answer to any request about an instance this key cannot see: nothing about its owner.
+        if (!canSee(operator, existing.owner)) throw notFound(request.instance_id);
+        // A re-register rotates the token; the instance changes hands only when an admin names a new owner.
+        const owner = operator.admin && request.owner !== undefined ? request.owner : existing.owner;
+        const moved = owner !== existing.owner;
+        const patch: InstanceUpdate = { agent_token_hash: tokenHash };
+        if (moved) patch.owner = owner;
         if (request.hostname !== undefined) patch.hostname = request.hostname;
         await repo.updateInstance(existing.instance_id, existing.version, patch);
-        await repo.insertEvents(eventRows(existing.instance_id, now, [{ type: 'token_rotated', reason: 'instance re-registered; the old agent token no longer works' }]));
+        const reason = moved
+          ? `instance re-registered by ${operator.owner} and moved from owner ${existing.owner} to ${owner}; the old agent token no longer works`
+          : `instance re-registered by ${operator.owner}; the old agent token no longer works`;
+        const data = moved ? { rotated_by: operator.owner, previous_owner: existing.owner, owner } : { rotated_by: operator.owner };
+        await repo.insertEvents(eventRows(existing.instance_id, now, [{ type: 'token_rotated', reason, data }]));
         await repo.requireDurableCommit();
         return true;
       }
+      const owner = request.owner ?? operator.owner;
       await repo.insertInstance(
         newInstanceRow({ instance_id: request.instance_id, owner, agent_token_hash: tokenHash, hostname: request.hostname ?? null, registered_at: now }),
       );
@@ -88,6 +113,7 @@ export class OperatorService {
       hibernated_count: countOf('hibernated'),
       offline_count: countOf('offline'),
       next_cursor: rows.length > limit ? encodeCursor(page[page.length - 1]!.instance_id) : null,
+      mass_silence: massSilenceView(this.massSilence?.state ?? null),
     };
   }
 
@@ -113,7 +139,8 @@ export class OperatorService {
       const write = new InstanceWrite(current, now);
       const input = await prepare(current, write, repo);
       const policy = policyOf({ ...current, ...write.patch } as InstanceRow, this.config);
-      await write.absorb(evaluate(write.facts, policy, input, this.config, now), repo, `owner ${operator.owner}`);
+      const args = hibernateArgsOf(idleRuleOfRow({ ...current, ...write.patch } as InstanceRow, this.config));
+      await write.absorb(evaluate(write.facts, policy, input, this.config, now), repo, `owner ${operator.owner}`, args);
       await write.commit(repo);
       return { ...current, ...write.patch } as InstanceRow;
     });
@@ -150,20 +177,51 @@ export class OperatorService {
     return toDetail(row, this.config, this.clock.now());
   }
 
-  async createCommand(operator: Operator, instanceId: number, request: CreateCommandRequest): Promise<CommandView> {
+  /**
+   * With an `Idempotency-Key`, the same key for the same instance makes one command: a repeat answers
+   * the command the first request made (`replayed`), a repeat with another request is refused.
+   */
+  async createCommand(
+    operator: Operator,
+    instanceId: number,
+    request: CreateCommandRequest,
+    idempotencyKey?: string,
+  ): Promise<{ command: CommandView; replayed: boolean }> {
     let commandId: string | null = null;
-    const row = await this.transition(operator, instanceId, async (current, write, repo) => {
-      if (request.type === 'hibernate') {
-        if (current.status === 'hibernating' || current.status === 'hibernated') {
-          throw new DumontError('instance_hibernating', `instance ${instanceId} is already ${current.status}`);
+    let row: InstanceRow;
+    try {
+      row = await this.transition(operator, instanceId, async (current, write, repo) => {
+        if (idempotencyKey !== undefined) {
+          // Read under the instance's row lock: a concurrent request with the same key waits, then replays.
+          const earlier = await repo.findCommandByIdempotencyKey(instanceId, idempotencyKey);
+          if (earlier) {
+            if (!sameCommandRequest(earlier, request)) {
+              throw new DumontError(
+                'idempotency_key_reused',
+                `idempotency-key was already used for a different ${earlier.type} command on instance ${instanceId}`,
+                'idempotency-key',
+              );
+            }
+            throw new Replay(earlier);
+          }
+          // Whether the command comes from here or from the policy (hibernate), it carries the key.
+          write.idempotencyKey = idempotencyKey;
         }
-        return { kind: 'hibernate_now', reason: `hibernate requested by ${operator.owner}` };
-      }
-      commandId = await write.issueCommand(repo, request.type, request.args ?? {}, `owner ${operator.owner}`, `requested by ${operator.owner}`);
-      return { kind: 'tick' };
-    });
+        if (request.type === 'hibernate') {
+          if (current.status === 'hibernating' || current.status === 'hibernated') {
+            throw new DumontError('instance_hibernating', `instance ${instanceId} is already ${current.status}`);
+          }
+          return { kind: 'hibernate_now', reason: `hibernate requested by ${operator.owner}` };
+        }
+        commandId = await write.issueCommand(repo, request.type, request.args ?? {}, `owner ${operator.owner}`, `requested by ${operator.owner}`);
+        return { kind: 'tick' };
+      });
+    } catch (error) {
+      if (error instanceof Replay) return { command: toCommandView(error.command), replayed: true };
+      throw error;
+    }
     const command = await this.store.getCommand(commandId ?? row.hibernate_command_id!);
-    return toCommandView(command!);
+    return { command: toCommandView(command!), replayed: false };
   }
 
   async listCommands(operator: Operator, instanceId: number, limit = DEFAULT_PAGE_LIMIT): Promise<CommandListResponse> {

@@ -3,29 +3,47 @@ import type { ServerConfig } from '../config.js';
 import { evaluate } from '../policy/hibernation-policy.js';
 import type { FleetStore } from '../store/store.js';
 import { InstanceWrite, policyOf } from './lifecycle-rows.js';
+import type { MassSilenceGuard } from './mass-silence.js';
 
 const BATCH = 500;
 /** Due instances handled at once: on SQLite they share group commits, on PostgreSQL the pool. */
 const PARALLEL = 32;
 
 /**
- * Moves instances whose deadline passed without a heartbeat: offline, hibernation due, hibernate
- * command unanswered. It reads only due rows (indexed deadline), so a tick costs what is due.
+ * Moves instances whose deadline passed without a heartbeat: offline, hibernate command unanswered.
+ * It never fires a hibernation (that needs a fresh idle beat). It reads only due rows (indexed
+ * deadline), so a pass costs what is due; each pass also refreshes the mass-silence guard.
  */
 export class Sweeper {
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<number> | null = null;
+  /**
+   * Nothing is marked offline before every agent has had one offline window to reach this process:
+   * after a downtime longer than the window, the first pass would otherwise declare the whole fleet
+   * offline before any agent could beat.
+   */
+  private readonly graceUntil: number;
 
   constructor(
     private readonly store: FleetStore,
     private readonly clock: Clock,
     private readonly config: ServerConfig,
     private readonly onError: (error: unknown) => void = () => {},
-  ) {}
+    private readonly massSilence: MassSilenceGuard | null = null,
+  ) {
+    this.graceUntil = clock.now() + config.offlineAfterSeconds * 1000;
+  }
 
   /** One pass over everything due at the clock's `now`; returns how many instances changed status. */
   async sweep(): Promise<number> {
     const now = this.clock.now();
+    const changed = now < this.graceUntil ? 0 : await this.sweepDue(now);
+    // After the pass, so that the instances it just marked offline count at once.
+    await this.massSilence?.update(this.store, now);
+    return changed;
+  }
+
+  private async sweepDue(now: number): Promise<number> {
     let changed = 0;
     for (;;) {
       const changedBefore = changed;

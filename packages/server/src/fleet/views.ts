@@ -1,4 +1,5 @@
-import type { CommandView, EventView, GpuSample, InstanceDetail, InstanceSummary, InstanceStatus } from '@dumont/protocol';
+import type { CommandView, EventView, GpuSample, InstanceDetail, InstanceSummary, InstanceStatus, MassSilenceView } from '@dumont/protocol';
+import type { MassSilence } from './mass-silence.js';
 import type { ServerConfig } from '../config.js';
 import { hibernateInSeconds, idleSeconds } from '../policy/hibernation-policy.js';
 import type { CommandRow, EventRow, InstanceRow } from '../store/schema.js';
@@ -80,6 +81,10 @@ export function toDetail(row: InstanceRow, config: ServerConfig, now: number): I
     collector_errors: JSON.parse(row.collector_errors_json),
     registered_at: iso(row.registered_at)!,
   };
+}
+
+export function massSilenceView(state: MassSilence | null): MassSilenceView | null {
+  return state === null ? null : { since: iso(state.since)!, silent: state.silent, watched: state.watched };
 }
 
 export function toCommandView(row: CommandRow): CommandView {

@@ -1,16 +1,18 @@
-import Fastify, { LogController, type FastifyInstance } from 'fastify';
+import { DumontError, ERRORS } from '@dumont/protocol';
+import Fastify, { LogController, type FastifyInstance, type FastifyRequest } from 'fastify';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import type { Clock } from '../clock.js';
 import type { ServerConfig } from '../config.js';
 import { HeartbeatService, type HibernationProvider } from '../fleet/heartbeat-service.js';
+import { MassSilenceGuard } from '../fleet/mass-silence.js';
 import { OperatorService } from '../fleet/operator-service.js';
 import type { FleetStore } from '../store/store.js';
 import { agentRoutes } from './agent-routes.js';
-import { Authenticator, credentialHashOf } from './auth.js';
-import { installErrorHandling } from './error-handler.js';
+import { AuthFailureGuard, Authenticator, credentialHashOf } from './auth.js';
+import { frameworkErrors, installErrorHandling } from './error-handler.js';
 import { instanceRoutes } from './instance-routes.js';
-import { validatorCompiler } from './validation.js';
+import { MAX_JSON_DEPTH, nestsDeeperThan, validatorCompiler } from './validation.js';
 
 export const BODY_LIMIT_BYTES = 64 * 1024;
 
@@ -19,6 +21,8 @@ export interface AppDependencies {
   clock: Clock;
   config: ServerConfig;
   provider?: HibernationProvider;
+  /** Updated by the sweeper; holds every hibernation while much of the fleet is silent. */
+  massSilence?: MassSilenceGuard;
   /** false for tests that want quiet output; otherwise pino JSON logs. */
   logger?: boolean;
 }
@@ -28,6 +32,7 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
   const { store, clock, config } = deps;
   const app = Fastify({
     bodyLimit: BODY_LIMIT_BYTES,
+    frameworkErrors,
     logger:
       deps.logger === false
         ? false
@@ -43,12 +48,16 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
     const text = typeof body === 'string' ? body : body.toString('utf8');
     if (text.trim() === '') return done(null, undefined);
-    try {
-      done(null, JSON.parse(text));
-    } catch {
-      const error = Object.assign(new Error('body: not valid JSON'), { statusCode: 400 });
-      done(error, undefined);
+    if (nestsDeeperThan(text, MAX_JSON_DEPTH)) {
+      return done(new DumontError('invalid_request', `body: nested deeper than ${MAX_JSON_DEPTH} levels`, 'body'), undefined);
     }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      return done(new DumontError('invalid_request', 'body: not valid JSON', 'body'), undefined);
+    }
+    done(null, parsed);
   });
 
   await app.register(swagger, {
@@ -59,8 +68,31 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
     },
   });
 
+  // Both limits are app-level onRequest hooks, which run before each route's own (authentication):
+  // a request over a limit is refused before its credential costs a database lookup.
+  const limited = (request: FastifyRequest) => request.routeOptions.config?.rateLimit !== false;
+  if (config.authFailuresPerMinute > 0) {
+    const failures = new AuthFailureGuard(config.authFailuresPerMinute, clock);
+    app.addHook('onRequest', async (request, reply) => {
+      if (!limited(request)) return;
+      const wait = failures.retryAfterSeconds(request);
+      if (wait === 0) return;
+      return reply
+        .code(ERRORS.rate_limited.status)
+        .header('retry-after', wait)
+        .type('application/json')
+        .send({ error: 'rate_limited', message: `too many failed authentications from this address; retry in ${wait} s` });
+    });
+    // onSend, not onResponse: the count is updated before the client can see the answer and retry.
+    app.addHook('onSend', async (request, reply, payload) => {
+      if (limited(request)) failures.observe(request, reply.statusCode);
+      return payload;
+    });
+  }
   if (config.rateLimitPerMinute > 0) {
     await app.register(rateLimit, {
+      // Not per route: the plugin would append its hook after the route's authentication.
+      global: false,
       max: config.rateLimitPerMinute,
       timeWindow: 60_000,
       // Per credential, keyed by its hash so the limiter's memory holds no secret.
@@ -71,10 +103,15 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
         message: `rate limit of ${context.max} requests per minute exceeded; retry in ${Math.ceil(context.ttl / 1000)} s`,
       }),
     });
+    const perCredential = app.rateLimit();
+    app.addHook('onRequest', async function (request, reply) {
+      if (limited(request)) await perCredential.call(this, request, reply);
+    });
   }
 
-  const heartbeats = new HeartbeatService(store, clock, config, deps.provider);
-  const operators = new OperatorService(store, clock, config);
+  const massSilence = deps.massSilence ?? new MassSilenceGuard(config);
+  const heartbeats = new HeartbeatService(store, clock, config, deps.provider, massSilence);
+  const operators = new OperatorService(store, clock, config, massSilence);
   const auth = new Authenticator(store, config.adminKey);
 
   app.get('/healthz', { config: { rateLimit: false }, schema: { hide: true } }, async (_request, reply) => {

@@ -1,5 +1,5 @@
 import { DumontError, ERRORS, type ErrorBody, type ErrorCode } from '@dumont/protocol';
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify';
 import { describeValidationError, fieldOf } from './validation.js';
 
 const byStatus = new Map<number, ErrorCode>(
@@ -12,6 +12,21 @@ function send(reply: FastifyReply, code: ErrorCode, message: string, field?: str
   const body: ErrorBody = field === undefined ? { error: code, message } : { error: code, message, field };
   return reply.code(ERRORS[code].status).type('application/json').send(body);
 }
+
+/**
+ * Errors the router raises before any route runs (a path that is not valid percent-encoding, a path
+ * parameter over the router's length limit). Fastify answers those with its own body shape unless this
+ * is set; the API's clients only know `{error, message, field}`.
+ */
+export const frameworkErrors: NonNullable<FastifyServerOptions['frameworkErrors']> = (error, _request, reply) => {
+  const message =
+    error.code === 'FST_ERR_BAD_URL'
+      ? 'url: the path is not valid percent-encoding'
+      : error.code === 'FST_ERR_MAX_PARAM_LENGTH'
+        ? 'url: a path parameter is too long'
+        : `url: ${error.message}`;
+  return send(reply, 'invalid_request', message, 'url');
+};
 
 /** Every failure leaves as `{error, message, field?}` with the catalogue's status; input never yields a 5xx. */
 export function installErrorHandling(app: FastifyInstance): void {

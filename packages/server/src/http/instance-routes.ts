@@ -1,5 +1,6 @@
 import {
   CommandListResponse,
+  DumontError,
   CommandView,
   CreateCommandRequest,
   EventListResponse,
@@ -18,16 +19,19 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { OperatorService } from '../fleet/operator-service.js';
-import type { Operator } from '../fleet/principal.js';
 import type { Authenticator } from './auth.js';
 
-declare module 'fastify' {
-  interface FastifyRequest {
-    operator?: Operator;
-  }
-}
-
 const DEFAULT_KEEP_ALIVE_MINUTES = 30;
+const IDEMPOTENCY_KEY = /^[\x20-\x7e]{1,128}$/;
+
+function idempotencyKeyOf(request: FastifyRequest): string | undefined {
+  const key = request.headers['idempotency-key'];
+  if (key === undefined) return undefined;
+  if (typeof key !== 'string' || !IDEMPOTENCY_KEY.test(key)) {
+    throw new DumontError('invalid_request', 'idempotency-key: must be 1 to 128 printable ASCII characters', 'idempotency-key');
+  }
+  return key;
+}
 
 /** Operator endpoints under /api/v1/agent/instances; thin: validate, call the service. */
 export function instanceRoutes(app: FastifyInstance, operators: OperatorService, auth: Authenticator): void {
@@ -78,9 +82,24 @@ export function instanceRoutes(app: FastifyInstance, operators: OperatorService,
 
   r.post('/api/v1/agent/instances/:instance_id/commands', {
     onRequest,
-    schema: { tags, params: InstanceIdParams, body: CreateCommandRequest, response: { 201: CommandView } },
-    handler: async (request, reply) =>
-      reply.code(201).send(await operators.createCommand(operator(request), request.params.instance_id, request.body)),
+    schema: {
+      tags,
+      params: InstanceIdParams,
+      // Described here for the OpenAPI document; checked in the handler for a clearer message.
+      headers: Type.Object({
+        'idempotency-key': Type.Optional(
+          Type.String({ description: '1 to 128 printable ASCII characters; the same key again for this instance answers the same command (200)' }),
+        ),
+      }),
+      body: CreateCommandRequest,
+      response: { 201: CommandView, 200: CommandView },
+    },
+    handler: async (request, reply) => {
+      const key = idempotencyKeyOf(request);
+      const { command, replayed } = await operators.createCommand(operator(request), request.params.instance_id, request.body, key);
+      if (replayed) reply.header('idempotent-replayed', 'true');
+      return reply.code(replayed ? 200 : 201).send(command);
+    },
   });
 
   r.get('/api/v1/agent/instances/:instance_id/commands', {

@@ -86,12 +86,70 @@ for (const backend of await testBackends()) {
       expect(cmd.status).toBe(404);
       // Bob's instance is untouched by Alice's attempts.
       expect((await t.request('GET', '/api/v1/agent/instances/2', { token: bobKey })).json.hibernation.enabled).toBe(true);
-      // Alice cannot take over Bob's instance id.
+      // Alice cannot take over Bob's instance id, and learns no more than from any other request about it.
       const steal = await t.request('POST', '/api/v1/agent/instances', { token: aliceKey, body: { instance_id: 2 } });
-      expect(steal.status).toBe(409);
-      expect(steal.json.error).toBe('instance_owned_elsewhere');
+      expect(steal.status).toBe(404);
+      expect(steal.json).toEqual((await t.request('GET', '/api/v1/agent/instances/2', { token: aliceKey })).json);
       expect((await t.request('GET', '/api/v1/agent/instances')).json.count).toBe(2);
       expect((await t.request('GET', '/api/v1/agent/instances', { token: 'dmk_unknown' })).status).toBe(401);
+    });
+
+    it("an admin's re-register rotates the token but keeps the owner; only an explicit owner moves it, recorded", async () => {
+      const aliceKey = await createApiKey(t.server.store, 'alice', false, T0);
+      const bobKey = await createApiKey(t.server.store, 'bob', false, T0);
+      const first = await t.register(7002, 'gpu-a', aliceKey);
+
+      const rotate = await t.request('POST', '/api/v1/agent/instances', { body: { instance_id: 7002 } });
+      expect(rotate.status).toBe(200);
+      expect(rotate.json).toMatchObject({ instance_id: 7002, rotated: true });
+      // Still Alice's: she sees it, lists it, and its new token works while the old one does not.
+      expect((await t.request('GET', '/api/v1/agent/instances/7002', { token: aliceKey })).status).toBe(200);
+      expect((await t.request('GET', '/api/v1/agent/instances', { token: aliceKey })).json.count).toBe(1);
+      expect((await t.beat(rotate.json.agent_token, busy(7002))).status).toBe(200);
+      expect((await t.beat(first, busy(7002))).status).toBe(401);
+      const rotated = (await t.request('GET', '/api/v1/agent/instances/7002/events', { token: aliceKey })).json.events.find(
+        (e: { type: string }) => e.type === 'token_rotated',
+      );
+      expect(rotated).toMatchObject({ reason: 'instance re-registered by admin; the old agent token no longer works', data: { rotated_by: 'admin' } });
+
+      // Alice herself may name herself; nothing moves.
+      expect((await t.request('POST', '/api/v1/agent/instances', { token: aliceKey, body: { instance_id: 7002, owner: 'alice' } })).status).toBe(200);
+      expect((await t.request('GET', '/api/v1/agent/instances/7002', { token: aliceKey })).status).toBe(200);
+
+      // A transfer is an admin naming another owner, and the audit log says who moved it from whom to whom.
+      const move = await t.request('POST', '/api/v1/agent/instances', { body: { instance_id: 7002, owner: 'bob' } });
+      expect(move.status).toBe(200);
+      expect((await t.request('GET', '/api/v1/agent/instances/7002', { token: aliceKey })).status).toBe(404);
+      expect((await t.request('GET', '/api/v1/agent/instances/7002', { token: bobKey })).status).toBe(200);
+      const moved = (await t.request('GET', '/api/v1/agent/instances/7002/events', { token: bobKey })).json.events[0];
+      expect(moved).toMatchObject({
+        type: 'token_rotated',
+        reason: 'instance re-registered by admin and moved from owner alice to bob; the old agent token no longer works',
+        data: { rotated_by: 'admin', previous_owner: 'alice', owner: 'bob' },
+      });
+    });
+
+    it("a non-admin registering another owner's id gets the same 404 as for any instance it cannot see, and changes nothing", async () => {
+      const aliceKey = await createApiKey(t.server.store, 'alice', false, T0);
+      const bobKey = await createApiKey(t.server.store, 'bob', false, T0);
+      const token = await t.register(7002, 'gpu-a', aliceKey);
+      const eventsBefore = (await t.request('GET', '/api/v1/agent/instances/7002/events', { token: aliceKey })).json;
+
+      const taken = await t.request('POST', '/api/v1/agent/instances', { token: bobKey, body: { instance_id: 7002, hostname: 'mine' } });
+      const unseen = await t.request('GET', '/api/v1/agent/instances/7002', { token: bobKey });
+      expect(taken.status).toBe(404);
+      expect(taken.text).toBe(unseen.text);
+      expect(taken.json).toEqual({ error: 'not_found', message: 'instance 7002 not found', field: 'instance_id' });
+      // A free id and an id nobody registered answer in the same shape for every other request.
+      const nowhere = await t.request('GET', '/api/v1/agent/instances/7999', { token: bobKey });
+      expect(nowhere.json).toEqual({ ...unseen.json, message: 'instance 7999 not found' });
+      const named = await t.request('POST', '/api/v1/agent/instances', { token: bobKey, body: { instance_id: 7002, owner: 'bob' } });
+      expect(named.status).toBe(404);
+
+      // Alice's hostname, audit log and token are untouched.
+      expect((await t.request('GET', '/api/v1/agent/instances/7002', { token: aliceKey })).json.hostname).toBe('gpu-a');
+      expect((await t.request('GET', '/api/v1/agent/instances/7002/events', { token: aliceKey })).json).toEqual(eventsBefore);
+      expect((await t.beat(token, busy(7002))).status).toBe(200);
     });
 
     it('keep-alive: the seed response, default 30 min, bounds, cancels a schedule, 409 when hibernating', async () => {

@@ -22,6 +22,7 @@ const settings: PolicySettings = {
   hibernationWarningSeconds: 300,
   offlineAfterSeconds: 90,
   hibernateTimeoutSeconds: 600,
+  freshnessSeconds: 30,
 };
 const policy: InstancePolicy = { enabled: true, thresholdMinutes: 30, ignoreGpuProcesses: false };
 
@@ -33,11 +34,23 @@ const fresh: LifecycleFacts = {
   postponedUntil: null,
   hibernateIssuedAt: null,
   onlineSince: null,
+  offlineSince: null,
 };
 
-const idle: IdleObservation = { utilizations: [0], processCount: 0, lastActivityAt: null };
-const busy: IdleObservation = { utilizations: [85], processCount: 3, lastActivityAt: null };
-const beat = (observation: IdleObservation): PolicyInput => ({ kind: 'heartbeat', observation });
+/** What a beat says; when it was collected is filled in at the beat's time unless given. */
+type Obs = Omit<IdleObservation, 'observedAt' | 'failedCollectors' | 'hibernateHookRunning'> & Partial<IdleObservation>;
+const idle: Obs = { utilizations: [0], processCount: 0, lastActivityAt: null };
+const busy: Obs = { utilizations: [85], processCount: 3, lastActivityAt: null };
+const beat = (obs: Obs, extra: { hibernateReport?: { succeeded: boolean; detail: string }; hold?: string } = {}): PolicyInput => ({
+  kind: 'heartbeat',
+  observation: { failedCollectors: [], hibernateHookRunning: false, observedAt: Number.NaN, ...obs },
+  ...extra,
+});
+/** The input as the service builds it at `now`: facts collected at `now` unless the test says otherwise. */
+const at = (input: PolicyInput, now: number): PolicyInput =>
+  input.kind === 'heartbeat' && Number.isNaN(input.observation.observedAt)
+    ? { ...input, observation: { ...input.observation, observedAt: now } }
+    : input;
 
 /** Drives one instance through inputs at given times, like the service does, keeping every decision. */
 class Timeline {
@@ -49,13 +62,13 @@ class Timeline {
   ) {}
   at(now: number, input: PolicyInput): Decision {
     this.now = now;
-    const d = evaluate(this.facts, this.pol, input, settings, now);
+    const d = evaluate(this.facts, this.pol, at(input, now), settings, now);
     this.facts = d.facts;
     this.decisions.push(d);
     return d;
   }
   /** Beats every 30 s from `from` (inclusive) to `to` (exclusive). */
-  beats(from: number, to: number, obs: IdleObservation): Decision[] {
+  beats(from: number, to: number, obs: Obs): Decision[] {
     const out: Decision[] = [];
     for (let t = from; t < to; t += 30 * S) out.push(this.at(t, beat(obs)));
     return out;
@@ -103,25 +116,39 @@ describe('hibernation policy: the happy path', () => {
     expect(tl.eventTypes()).toEqual(['online', 'idle_detected', 'hibernation_scheduled', 'hibernated']);
   });
 
-  it('fires from the sweeper tick at the due time, without waiting for a beat', () => {
+  it('never fires from a sweeper tick: only the answer to a fresh idle beat carries the command', () => {
     const tl = new Timeline();
     tl.beats(T0, T0 + 30 * MIN + 1, idle);
     const dueAt = tl.facts.scheduledAt!;
     tl.beats(T0 + 30 * MIN + 30 * S, dueAt, idle);
-    expect(tl.at(dueAt - 1, { kind: 'tick' }).issueHibernate).toBe(false);
-    expect(tl.at(dueAt, { kind: 'tick' }).issueHibernate).toBe(true);
+    // Regression: the sweeper used to fire at the due time on the last beat's facts, however old.
+    expect(tl.at(dueAt, { kind: 'tick' }).issueHibernate).toBe(false);
+    expect(tl.at(dueAt + 5_500, { kind: 'tick' }).issueHibernate).toBe(false);
+    expect(nextDeadline(tl.facts, settings)).toBe(tl.facts.lastHeartbeatAt! + 90 * S); // no deadline for the due time
+    expect(tl.facts.status).toBe('idle');
+    expect(tl.at(dueAt + 6_000, beat(idle)).issueHibernate).toBe(true);
     expect(tl.facts.status).toBe('hibernating');
+  });
+
+  it('a beat whose facts are older than the freshness window does not fire (it waits for a fresh one)', () => {
+    const tl = new Timeline();
+    tl.beats(T0, T0 + 35 * MIN, idle);
+    const dueAt = tl.facts.scheduledAt!;
+    const stale = tl.at(dueAt, beat({ ...idle, observedAt: dueAt - 31 * S }));
+    expect(stale.issueHibernate).toBe(false);
+    expect(tl.facts.status).toBe('idle');
+    expect(tl.at(dueAt + 30 * S, beat({ ...idle, observedAt: dueAt + 30 * S - 30 * S })).issueHibernate).toBe(true);
   });
 
   it('a zero warning fires on the very beat that reaches the threshold', () => {
     const zero = { ...settings, hibernationWarningSeconds: 0 };
     let facts = fresh;
     for (let t = T0; t < T0 + 30 * MIN; t += 30 * S) {
-      const d = evaluate(facts, policy, beat(idle), zero, t);
+      const d = evaluate(facts, policy, at(beat(idle), t), zero, t);
       expect(d.issueHibernate).toBe(false);
       facts = d.facts;
     }
-    expect(evaluate(facts, policy, beat(idle), zero, T0 + 30 * MIN).issueHibernate).toBe(true);
+    expect(evaluate(facts, policy, at(beat(idle), T0 + 30 * MIN), zero, T0 + 30 * MIN).issueHibernate).toBe(true);
   });
 });
 
@@ -188,12 +215,15 @@ describe('hibernation policy: cancellation', () => {
 });
 
 describe('hibernation policy: unknown is never idle', () => {
-  const unknowns: [string, IdleObservation][] = [
+  const unknowns: [string, Obs][] = [
     ['utilization null', { utilizations: [null], processCount: 0, lastActivityAt: null }],
     ['no GPU reported', { utilizations: [], processCount: 0, lastActivityAt: null }],
     ['process count unknown', { utilizations: [0], processCount: null, lastActivityAt: null }],
     ['one GPU of eight unknown', { utilizations: [0, 0, 0, null, 0, 0, 0, 0], processCount: 0, lastActivityAt: null }],
     ['one GPU of eight busy', { utilizations: [0, 0, 0, 0, 0, 0, 0, 97], processCount: 0, lastActivityAt: null }],
+    // Regression: a torn nvidia-smi line dropped the busy GPU; the beat carried only a collector error.
+    ['a GPU collector error', { utilizations: [0], processCount: 0, lastActivityAt: null, failedCollectors: ['nvidia-smi'] }],
+    ['a session collector error', { utilizations: [0], processCount: 0, lastActivityAt: null, failedCollectors: ['sessions'] }],
   ];
   for (const [name, obs] of unknowns) {
     it(`${name}: never idle, never scheduled, however long`, () => {
@@ -286,18 +316,71 @@ describe('hibernation policy: failed and unanswered hibernations', () => {
   it('no result within the timeout: expired, evented, back under watch', () => {
     const tl = hibernating();
     const issuedAt = tl.facts.hibernateIssuedAt!;
-    expect(tl.at(issuedAt + 600 * S - 1, { kind: 'tick' }).expireHibernate).toBe(false);
+    expect(tl.at(issuedAt + 600 * S - 1, { kind: 'tick' }).closeHibernate).toBeNull();
     const d = tl.at(issuedAt + 600 * S, { kind: 'tick' });
-    expect(d.expireHibernate).toBe(true);
+    expect(d.closeHibernate).toMatchObject({ state: 'expired' });
     expect(d.events[0]?.type).toBe('hibernation_failed');
     expect(tl.facts.status).toBe('active');
   });
 
-  it('beats while hibernating keep it hibernating (the hook may be running)', () => {
+  it('idle beats while hibernating keep it hibernating and the command going out', () => {
     const tl = hibernating();
-    const d = tl.at(T0 + 36 * MIN, beat(busy));
+    const d = tl.at(T0 + 36 * MIN, beat(idle));
     expect(tl.facts.status).toBe('hibernating');
-    expect(d.issueHibernate).toBe(false);
+    expect(d).toMatchObject({ issueHibernate: false, closeHibernate: null, withholdHibernate: false });
+  });
+
+  it('a busy beat before the hook runs withdraws the command: cancelled, back to active, nothing stopped', () => {
+    // Regression: a beat was ignored while hibernating, so its answer still carried the command.
+    const tl = hibernating();
+    const d = tl.at(T0 + 36 * MIN, beat({ utilizations: [95], processCount: 3, lastActivityAt: T0 + 36 * MIN }));
+    expect(d.closeHibernate).toMatchObject({ state: 'cancelled' });
+    expect(d.events.map((e) => e.type)).toEqual(['hibernation_cancelled']);
+    expect(d.events[0]!.reason).toMatch(/GPU 0 at 95%/);
+    expect(tl.facts).toMatchObject({ status: 'active', idleSince: null, hibernateIssuedAt: null });
+    expect(nextDeadline(tl.facts, settings)).toBe(T0 + 36 * MIN + 90 * S);
+  });
+
+  it('fresh activity or a collector error withdraws it too', () => {
+    const typed = hibernating();
+    expect(typed.at(T0 + 36 * MIN, beat({ ...idle, lastActivityAt: T0 + 35 * MIN + 40 * S })).closeHibernate?.state).toBe('cancelled');
+    const torn = hibernating();
+    expect(torn.at(T0 + 36 * MIN, beat({ ...idle, failedCollectors: ['nvidia-smi'] })).closeHibernate?.state).toBe('cancelled');
+  });
+
+  it('a busy beat while the agent runs the hook keeps the command but leaves it out of that answer', () => {
+    const tl = hibernating();
+    const d = tl.at(T0 + 36 * MIN, beat({ ...busy, hibernateHookRunning: true }));
+    expect(d).toMatchObject({ closeHibernate: null, withholdHibernate: true });
+    expect(d.events).toEqual([]);
+    expect(tl.facts.status).toBe('hibernating');
+  });
+
+  it('a success reported with a busy beat hibernates: that beat shows the hook at work, not a user', () => {
+    const tl = hibernating();
+    const d = tl.at(T0 + 36 * MIN, beat(busy, { hibernateReport: { succeeded: true, detail: 'saved' } }));
+    expect(d.events.map((e) => e.type)).toEqual(['hibernated']);
+    expect(tl.facts.status).toBe('hibernated');
+  });
+
+  it('a failure reported with a beat: back under watch, and that beat is judged as usual', () => {
+    const tl = hibernating();
+    const d = tl.at(T0 + 36 * MIN, beat(idle, { hibernateReport: { succeeded: false, detail: 'refused: busy' } }));
+    expect(d.events.map((e) => e.type)).toEqual(['hibernation_failed', 'idle_detected']);
+    expect(tl.facts).toMatchObject({ status: 'idle', idleSince: T0 + 36 * MIN });
+  });
+
+  it('the same success re-sent after the instance hibernated never wakes it', () => {
+    // Regression: the agent re-sends a result until it hears back; a re-sent `succeeded` woke the instance.
+    const tl = hibernating();
+    tl.at(T0 + 36 * MIN, beat(idle, { hibernateReport: { succeeded: true, detail: 'saved' } }));
+    for (let i = 1; i <= 3; i++) {
+      const d = tl.at(T0 + 36 * MIN + i * 10 * S, beat(busy, { hibernateReport: { succeeded: true, detail: 'saved' } }));
+      expect(d.events).toEqual([]);
+    }
+    expect(tl.facts.status).toBe('hibernated');
+    // A beat without the report is a machine that is running again.
+    expect(tl.at(T0 + 60 * MIN, beat(busy)).events.map((e) => e.type)).toEqual(['woke']);
   });
 
   it('a late success after the timeout changes nothing', () => {
@@ -329,7 +412,7 @@ describe('hibernation policy: properties', () => {
         let lastBeat: number | null = null;
         for (const { dt, input } of steps) {
           now += dt;
-          const d = evaluate(facts, pol, input, settings, now);
+          const d = evaluate(facts, pol, at(input, now), settings, now);
           if (input.kind === 'heartbeat') {
             const o = input.observation;
             const isIdle =

@@ -1,11 +1,16 @@
-import type { EventType, InstanceStatus } from '@dumont/protocol';
-import { judgeIdle, type IdleObservation } from './idle-observation.js';
+import { judgeIdle, type EventType, type InstanceStatus } from '@dumont/protocol';
+import type { IdleObservation } from './idle-observation.js';
 
 /**
  * Where idle is decided. A pure function of the stored facts of one instance, one input and an
  * explicit `now` (ms, server clock): no I/O, no clock reads. It returns the new facts, the events to
- * record, whether to issue a hibernate command, and the next deadline at which the sweeper must look
+ * record, what to do with the hibernate command, and the next deadline at which the sweeper must look
  * again even if no heartbeat arrives.
+ *
+ * A hibernation is only ever fired in the answer to a heartbeat that is itself idle and fresh: the
+ * command travels in that answer, so no decision rests on facts older than the beat that carries it.
+ * Silence never counts as idleness, and a busy beat withdraws a hibernate command the agent has not
+ * started yet.
  */
 
 export interface PolicySettings {
@@ -14,6 +19,8 @@ export interface PolicySettings {
   offlineAfterSeconds: number;
   /** How long a hibernate command may stay unanswered before the instance goes back under watch. */
   hibernateTimeoutSeconds: number;
+  /** Facts older than this (agent collection to server receipt) never fire a hibernation. */
+  freshnessSeconds: number;
 }
 
 export interface InstancePolicy {
@@ -34,15 +41,30 @@ export interface LifecycleFacts {
   hibernateIssuedAt: number | null;
   /** Start of the current online streak, for uptime. */
   onlineSince: number | null;
+  /** When the instance went offline (its last beat plus the offline window); null unless offline. */
+  offlineSince: number | null;
+}
+
+/** The outcome the agent reported for the instance's hibernate command. */
+export interface HibernateReport {
+  succeeded: boolean;
+  detail: string;
 }
 
 export type PolicyInput =
-  | { kind: 'heartbeat'; observation: IdleObservation }
+  | {
+      kind: 'heartbeat';
+      observation: IdleObservation;
+      /** The beat also carries the result of the instance's hibernate command (maybe re-sent). */
+      hibernateReport?: HibernateReport | null;
+      /** Why no hibernation may be scheduled or fired fleet-wide right now (mass silence), or null. */
+      hold?: string | null;
+    }
   | { kind: 'tick' }
   | { kind: 'keep_alive'; until: number }
   | { kind: 'hibernate_now'; reason: string }
   | { kind: 'policy_changed' }
-  | { kind: 'hibernate_result'; succeeded: boolean; detail: string };
+  | ({ kind: 'hibernate_result' } & HibernateReport);
 
 export interface PolicyEvent {
   type: EventType;
@@ -55,8 +77,10 @@ export interface Decision {
   events: PolicyEvent[];
   /** Queue a hibernate command now (the facts already say `hibernating`). */
   issueHibernate: boolean;
-  /** The pending hibernate command went unanswered: mark it expired. */
-  expireHibernate: boolean;
+  /** Close the pending hibernate command: unanswered in time, or withdrawn because the machine is busy. */
+  closeHibernate: { state: 'expired' | 'cancelled'; detail: string } | null;
+  /** Leave the pending hibernate command out of this answer: the beat is busy while its hook runs. */
+  withholdHibernate: boolean;
   /** Next time the sweeper must evaluate this instance without a heartbeat; null = never. */
   deadline: number | null;
 }
@@ -74,7 +98,7 @@ export function evaluate(
   const step = new Step(facts, policy, settings, now);
   switch (input.kind) {
     case 'heartbeat':
-      step.heartbeat(input.observation);
+      step.heartbeat(input.observation, input.hibernateReport ?? null, input.hold ?? null);
       break;
     case 'tick':
       step.tick();
@@ -89,30 +113,29 @@ export function evaluate(
       step.policyChanged();
       break;
     case 'hibernate_result':
-      step.hibernateResult(input.succeeded, input.detail);
+      step.hibernateResult(input);
       break;
   }
   return step.decision();
 }
 
+/** Only silence (offline) and an unanswered hibernate command need the sweeper; firing needs a beat. */
 export function nextDeadline(facts: LifecycleFacts, settings: PolicySettings): number | null {
   if (facts.status === 'hibernating') {
     return (facts.hibernateIssuedAt ?? 0) + settings.hibernateTimeoutSeconds * SECOND;
   }
   if (facts.status !== 'active' && facts.status !== 'idle') return null;
-  const offlineAt = facts.lastHeartbeatAt === null ? null : facts.lastHeartbeatAt + settings.offlineAfterSeconds * SECOND;
-  const candidates = [offlineAt, facts.scheduledAt].filter((t): t is number => t !== null);
-  return candidates.length > 0 ? Math.min(...candidates) : null;
+  return facts.lastHeartbeatAt === null ? null : facts.lastHeartbeatAt + settings.offlineAfterSeconds * SECOND;
 }
 
 /** Idle time, measured between beats only: it never grows while no beat arrives. */
-export function idleSeconds(facts: LifecycleFacts): number {
+export function idleSeconds(facts: Pick<LifecycleFacts, 'idleSince' | 'lastHeartbeatAt'>): number {
   if (facts.idleSince === null || facts.lastHeartbeatAt === null) return 0;
   return Math.max(0, Math.floor((facts.lastHeartbeatAt - facts.idleSince) / SECOND));
 }
 
 /** The countdown every heartbeat carries: seconds to the scheduled hibernation, 0 once it is under way. */
-export function hibernateInSeconds(facts: LifecycleFacts, now: number): number | null {
+export function hibernateInSeconds(facts: Pick<LifecycleFacts, 'status' | 'scheduledAt'>, now: number): number | null {
   if (facts.status === 'hibernating') return 0;
   if (facts.scheduledAt === null) return null;
   return Math.max(0, Math.ceil((facts.scheduledAt - now) / SECOND));
@@ -122,7 +145,8 @@ class Step {
   private readonly f: LifecycleFacts;
   private readonly events: PolicyEvent[] = [];
   private issueHibernate = false;
-  private expireHibernate = false;
+  private closeHibernate: Decision['closeHibernate'] = null;
+  private withholdHibernate = false;
 
   constructor(
     facts: LifecycleFacts,
@@ -138,7 +162,8 @@ class Step {
       facts: this.f,
       events: this.events,
       issueHibernate: this.issueHibernate,
-      expireHibernate: this.expireHibernate,
+      closeHibernate: this.closeHibernate,
+      withholdHibernate: this.withholdHibernate,
       deadline: nextDeadline(this.f, this.settings),
     };
   }
@@ -157,8 +182,22 @@ class Step {
     this.f.scheduledAt = null;
   }
 
-  heartbeat(obs: IdleObservation): void {
+  heartbeat(obs: IdleObservation, report: HibernateReport | null, hold: string | null): void {
     const { f, now } = this;
+    if (report !== null && f.status === 'hibernated') {
+      // The agent re-sent the result that hibernated the instance (its answer was lost): a copy of a
+      // report already applied, not a sign of life.
+      return;
+    }
+    if (report !== null && f.status === 'hibernating') {
+      this.hibernateResult(report);
+      if (report.succeeded) {
+        // The beat that reports success describes the machine while its hook ran; it is not judged.
+        f.lastHeartbeatAt = now;
+        return;
+      }
+    }
+
     const previousBeat = f.lastHeartbeatAt;
     const wasAway = f.status === 'offline' || f.status === 'hibernated';
     if (f.status === 'hibernated') {
@@ -169,22 +208,30 @@ class Step {
         previousBeat === null ? 'first heartbeat' : `heartbeat after ${Math.round((now - previousBeat) / SECOND)} s of silence`,
       );
     }
-    if (wasAway) f.onlineSince = now;
+    if (wasAway) {
+      f.onlineSince = now;
+      f.offlineSince = null;
+    }
     f.lastHeartbeatAt = now;
 
+    const verdict = judgeIdle(obs, {
+      idleUtilizationPercent: this.settings.idleUtilizationPercent,
+      ignoreGpuProcesses: this.policy.ignoreGpuProcesses,
+    });
     if (f.status === 'hibernating') {
-      // The hibernate command is out and its hook may be running: wait for its result or timeout.
+      // Activity since the idle streak began, or (an operator's command on a busy-looking instance)
+      // since the command was issued.
+      const quietSince = f.idleSince ?? f.hibernateIssuedAt;
+      const freshActivity = obs.lastActivityAt !== null && quietSince !== null && Math.min(obs.lastActivityAt, now) > quietSince;
+      this.whileHibernating(obs, verdict.idle ? (freshActivity ? 'the agent reported recent activity (last_activity)' : null) : verdict.reason);
       return;
     }
+
 
     // Idle time is measured only across consecutive beats: a gap as long as the offline window
     // (missed beats, a server restart) starts a new streak instead of counting the silence as idle.
     const consecutive =
       !wasAway && previousBeat !== null && now - previousBeat < this.settings.offlineAfterSeconds * SECOND;
-    const verdict = judgeIdle(obs, {
-      idleUtilizationPercent: this.settings.idleUtilizationPercent,
-      ignoreGpuProcesses: this.policy.ignoreGpuProcesses,
-    });
 
     if (!verdict.idle) {
       if (f.idleSince !== null) this.emit('active_again', verdict.reason);
@@ -197,7 +244,7 @@ class Step {
     let start = f.idleSince !== null && consecutive ? f.idleSince : now;
     if (obs.lastActivityAt !== null) start = Math.max(start, Math.min(obs.lastActivityAt, now));
     if (f.idleSince === null || !consecutive) {
-      this.emit('idle_detected', 'all GPUs below the idle threshold and no GPU process', {
+      this.emit('idle_detected', 'all GPUs below the idle threshold, no GPU process, every collector answered', {
         idle_utilization_percent: this.settings.idleUtilizationPercent,
       });
     }
@@ -209,31 +256,55 @@ class Step {
           : null;
     f.idleSince = start;
     f.status = 'idle';
-    this.reconsiderSchedule(cancelReason);
+    this.reconsiderSchedule(cancelReason, hold, now - obs.observedAt <= this.settings.freshnessSeconds * SECOND);
+  }
+
+  /**
+   * A beat while the hibernate command is out. Busy, with the hook not running (not started yet, or
+   * an agent that cannot say): the command is withdrawn and nothing will be stopped. Busy while the
+   * agent runs the hook: the hook may be what keeps the GPU busy (saving a checkpoint); the agent
+   * checks the machine itself before and after it, so the command stays, but this answer does not
+   * carry it.
+   */
+  private whileHibernating(obs: IdleObservation, busyReason: string | null): void {
+    if (busyReason === null) return;
+    if (obs.hibernateHookRunning) {
+      this.withholdHibernate = true;
+      return;
+    }
+    const { f } = this;
+    this.closeHibernate = { state: 'cancelled', detail: `the machine is busy again: ${busyReason}` };
+    this.emit('hibernation_cancelled', `activity: ${busyReason}; the hibernate command was withdrawn before its hook ran`);
+    f.status = 'active';
+    f.idleSince = null;
+    f.scheduledAt = null;
+    f.hibernateIssuedAt = null;
   }
 
   /** Schedules, keeps or cancels the hibernation of an idle instance, then fires it when due. */
-  private reconsiderSchedule(activityReason: string | null): void {
+  private reconsiderSchedule(activityReason: string | null, hold: string | null, fresh: boolean): void {
     const { f, now } = this;
     const idleMs = now - (f.idleSince ?? now);
     const postponed = f.postponedUntil !== null && f.postponedUntil > now;
     if (f.scheduledAt !== null) {
       const reason = !this.policy.enabled
         ? 'hibernation disabled'
-        : postponed
-          ? 'keep-alive'
-          : idleMs < this.thresholdMs
-            ? (activityReason ?? 'idle time below the threshold')
-            : null;
+        : hold !== null
+          ? hold
+          : postponed
+            ? 'keep-alive'
+            : idleMs < this.thresholdMs
+              ? (activityReason ?? 'idle time below the threshold')
+              : null;
       if (reason !== null) this.cancelSchedule(reason);
-    } else if (this.policy.enabled && !postponed && idleMs >= this.thresholdMs) {
+    } else if (this.policy.enabled && hold === null && !postponed && idleMs >= this.thresholdMs) {
       f.scheduledAt = now + this.settings.hibernationWarningSeconds * SECOND;
       this.emit('hibernation_scheduled', `idle for ${Math.floor(idleMs / SECOND)} s (threshold ${this.policy.thresholdMinutes} min)`, {
         scheduled_at: new Date(f.scheduledAt).toISOString(),
         idle_seconds: Math.floor(idleMs / SECOND),
       });
     }
-    this.fireIfDue();
+    if (fresh) this.fireIfDue();
   }
 
   private fireIfDue(): void {
@@ -249,8 +320,9 @@ class Step {
     const { f, now, settings } = this;
     if (f.status === 'hibernating') {
       if (f.hibernateIssuedAt !== null && now >= f.hibernateIssuedAt + settings.hibernateTimeoutSeconds * SECOND) {
-        this.expireHibernate = true;
-        this.backUnderWatch(`no result for the hibernate command within ${settings.hibernateTimeoutSeconds} s; nothing was stopped`);
+        const why = `no result for the hibernate command within ${settings.hibernateTimeoutSeconds} s; nothing was stopped`;
+        this.closeHibernate = { state: 'expired', detail: 'no result before the hibernate timeout' };
+        this.backUnderWatch(why);
       }
       return;
     }
@@ -260,12 +332,12 @@ class Step {
       f.status = 'offline';
       f.idleSince = null;
       f.onlineSince = null;
+      // Stamped with the deadline it crossed, not the moment the sweeper noticed.
+      f.offlineSince = f.lastHeartbeatAt + settings.offlineAfterSeconds * SECOND;
       this.emit('offline', `no heartbeat for ${settings.offlineAfterSeconds} s`, {
         last_heartbeat: new Date(f.lastHeartbeatAt).toISOString(),
       });
-      return;
     }
-    this.fireIfDue();
   }
 
   keepAlive(until: number): void {
@@ -276,7 +348,10 @@ class Step {
     this.cancelSchedule('keep-alive');
   }
 
-  /** An operator's explicit hibernate command: no idle check, no warning. */
+  /**
+   * An operator's explicit hibernate command: no idle threshold, no warning. It still goes out only
+   * in the answer to a beat, and a busy beat withdraws it like any other.
+   */
   hibernateNow(reason: string): void {
     const { f, now } = this;
     if (f.status === 'hibernating' || f.status === 'hibernated') return;
@@ -292,18 +367,18 @@ class Step {
     else if (f.idleSince === null || this.now - f.idleSince < this.thresholdMs) this.cancelSchedule('threshold raised');
   }
 
-  hibernateResult(succeeded: boolean, detail: string): void {
+  hibernateResult(report: HibernateReport): void {
     const { f } = this;
     if (f.status !== 'hibernating') return;
-    if (succeeded) {
+    if (report.succeeded) {
       f.status = 'hibernated';
       f.idleSince = null;
       f.scheduledAt = null;
       f.hibernateIssuedAt = null;
       f.onlineSince = null;
-      this.emit('hibernated', 'the agent saved its state and confirmed the hibernate command', { detail });
+      this.emit('hibernated', 'the agent saved its state and confirmed the hibernate command', { detail: report.detail });
     } else {
-      this.backUnderWatch(`the hibernate command failed: ${detail}`);
+      this.backUnderWatch(`the hibernate command failed: ${report.detail}`);
     }
   }
 

@@ -1,33 +1,18 @@
-/** What one heartbeat tells about idleness, reduced to the facts the policy needs. */
-export interface IdleObservation {
-  /** One entry per GPU (or one for the host aggregate); null = unknown. */
-  utilizations: readonly (number | null)[];
-  /** Distinct GPU processes; null = unknown. */
-  processCount: number | null;
-  /** The agent's last_activity mapped onto the server clock (ms), or null. */
-  lastActivityAt: number | null;
-}
-
-export interface IdleCriteria {
-  idleUtilizationPercent: number;
-  ignoreGpuProcesses: boolean;
-}
-
-export type IdleVerdict = { idle: true } | { idle: false; reason: string };
+import type { BeatIdleFacts } from '@dumont/protocol';
 
 /**
- * A beat is idle only when every GPU is known to be below the threshold and no GPU process runs.
- * Anything unknown is "not idle": hibernating on a guess would kill someone's training run.
+ * What one heartbeat tells the policy: the beat's facts (judged by `judgeIdle` from
+ * @dumont/protocol, the one per-beat rule, shared with the agent's last check before a hook), mapped
+ * onto the server clock.
  */
-export function judgeIdle(obs: IdleObservation, criteria: IdleCriteria): IdleVerdict {
-  if (obs.utilizations.length === 0) return { idle: false, reason: 'GPU utilization unknown (no GPU reported)' };
-  for (const [i, u] of obs.utilizations.entries()) {
-    if (u === null) return { idle: false, reason: `GPU utilization unknown (GPU ${i})` };
-    if (u >= criteria.idleUtilizationPercent) return { idle: false, reason: `GPU ${i} at ${u}% utilization` };
-  }
-  if (!criteria.ignoreGpuProcesses) {
-    if (obs.processCount === null) return { idle: false, reason: 'GPU process count unknown' };
-    if (obs.processCount > 0) return { idle: false, reason: `${obs.processCount} GPU process(es) running` };
-  }
-  return { idle: true };
+export interface IdleObservation extends BeatIdleFacts {
+  /** The agent's last_activity mapped onto the server clock (ms), or null. */
+  lastActivityAt: number | null;
+  /**
+   * When the agent collected these facts, on the server clock (estimated through the agent's clock
+   * offset at its previous beat). A hibernation fires only on facts younger than the freshness window.
+   */
+  observedAt: number;
+  /** The agent reports that the hook of the instance's hibernate command is running right now. */
+  hibernateHookRunning: boolean;
 }

@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import { QueryTemplates } from './query-templates.js';
 import type { Database, CommandRow, InstanceUpdate, NewEventRow, NewInstanceRow } from './schema.js';
 import { LIFECYCLE_COLUMNS, type ApiKeyRow, type FleetRepository, type InstanceListQuery } from './store.js';
@@ -105,6 +105,17 @@ export class KyselyRepository implements FleetRepository {
     return rows.map((r) => r.instance_id);
   }
 
+  async countOfflineSince(since: number) {
+    // Matches the partial index instances_recently_offline (offline rows only).
+    const row = await this.db
+      .selectFrom('instances')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where(sql<boolean>`status = 'offline'`)
+      .where('offline_since', '>=', since)
+      .executeTakeFirstOrThrow();
+    return Number(row.n);
+  }
+
   async insertEvents(rows: NewEventRow[]) {
     if (rows.length > 0) await this.db.insertInto('events').values(rows).execute();
   }
@@ -143,6 +154,15 @@ export class KyselyRepository implements FleetRepository {
 
   async getCommand(commandId: string) {
     return this.db.selectFrom('commands').selectAll().where('id', '=', commandId).executeTakeFirst();
+  }
+
+  async findCommandByIdempotencyKey(instanceId: number, idempotencyKey: string) {
+    return this.db
+      .selectFrom('commands')
+      .selectAll()
+      .where('instance_id', '=', instanceId)
+      .where('idempotency_key', '=', idempotencyKey)
+      .executeTakeFirst();
   }
 
   async updateCommand(commandId: string, fromStates: readonly string[], patch: Partial<CommandRow>) {

@@ -148,7 +148,7 @@ export function storeContract(backend: TestBackend): void {
 
     it('changes a command only from the expected states', async () => {
       await store.insertInstance(instanceRow(1));
-      const base = { instance_id: 1, type: 'snapshot', args_json: '{}', issued_by: 'x', delivered_at: null, completed_at: null, detail: null };
+      const base = { instance_id: 1, type: 'snapshot', args_json: '{}', issued_by: 'x', delivered_at: null, completed_at: null, detail: null, idempotency_key: null };
       await store.insertCommand({ ...base, id: 'a', state: 'pending', issued_at: T });
       await store.insertCommand({ ...base, id: 'b', state: 'delivered', issued_at: T + 1 });
       await store.insertCommand({ ...base, id: 'c', state: 'succeeded', issued_at: T + 2 });
@@ -157,6 +157,22 @@ export function storeContract(backend: TestBackend): void {
       expect(await store.updateCommand('b', ['pending', 'delivered'], { state: 'failed' })).toBe(false);
       expect(await store.getCommand('b')).toMatchObject({ state: 'succeeded', completed_at: T + 5 });
       expect((await store.listCommands(1, 2)).map((c) => c.id)).toEqual(['c', 'b']);
+    });
+
+    it('finds a command by its idempotency key, per instance; a key is unique per instance, null never collides', async () => {
+      await store.insertInstance(instanceRow(1));
+      await store.insertInstance(instanceRow(2));
+      const base = { type: 'snapshot', args_json: '{}', state: 'pending', issued_at: T, issued_by: 'x', delivered_at: null, completed_at: null, detail: null };
+      await store.insertCommand({ ...base, id: 'a', instance_id: 1, idempotency_key: 'k-1' });
+      await store.insertCommand({ ...base, id: 'b', instance_id: 2, idempotency_key: 'k-1' });
+      await store.insertCommand({ ...base, id: 'c', instance_id: 1, idempotency_key: null });
+      await store.insertCommand({ ...base, id: 'd', instance_id: 1, idempotency_key: null });
+      expect(await store.findCommandByIdempotencyKey(1, 'k-1')).toMatchObject({ id: 'a', idempotency_key: 'k-1' });
+      expect((await store.findCommandByIdempotencyKey(2, 'k-1'))?.id).toBe('b');
+      expect(await store.findCommandByIdempotencyKey(1, 'k-2')).toBeUndefined();
+      expect(await store.findCommandByIdempotencyKey(3, 'k-1')).toBeUndefined();
+      await expect(store.insertCommand({ ...base, id: 'e', instance_id: 1, idempotency_key: 'k-1' })).rejects.toThrow();
+      expect((await store.transaction((repo) => repo.findCommandByIdempotencyKey(1, 'k-1')))?.id).toBe('a');
     });
 
     it('stores API keys by hash', async () => {

@@ -23,6 +23,8 @@ export interface FleetRepository {
   countInstancesByStatus(owner: string | null): Promise<Map<string, number>>;
   /** Instances whose deadline has passed, soonest first. */
   dueInstanceIds(now: number, limit: number): Promise<number[]>;
+  /** Instances offline now that went offline at or after `since` (every owner). */
+  countOfflineSince(since: number): Promise<number>;
 
   insertEvents(rows: NewEventRow[]): Promise<void>;
   /** Newest first; `beforeId` pages backwards. */
@@ -33,6 +35,8 @@ export interface FleetRepository {
   openCommands(instanceId: number): Promise<CommandRow[]>;
   listCommands(instanceId: number, limit: number): Promise<CommandRow[]>;
   getCommand(commandId: string): Promise<CommandRow | undefined>;
+  /** The command made under this `Idempotency-Key` for this instance, if any (keys are per instance). */
+  findCommandByIdempotencyKey(instanceId: number, idempotencyKey: string): Promise<CommandRow | undefined>;
   /** Conditional: changes the command only while its state is one of `fromStates`. */
   updateCommand(commandId: string, fromStates: readonly string[], patch: Partial<CommandRow>): Promise<boolean>;
 
@@ -64,6 +68,7 @@ export const LIFECYCLE_COLUMNS = [
   'postponed_until',
   'hibernate_issued_at',
   'hibernate_command_id',
+  'offline_since',
   'deadline',
   'hibernation_enabled',
   'threshold_minutes',

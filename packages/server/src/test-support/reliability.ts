@@ -23,5 +23,14 @@ export interface Figure {
 export function recordFigure(figure: Figure): void {
   const out = process.env.DUMONT_RELIABILITY_OUT;
   if (!out) return;
-  appendFileSync(out, `${JSON.stringify({ ...figure, soak: SOAK, at: new Date().toISOString() })}\n`);
+  appendFileSync(out, `${JSON.stringify({ ...figure, file: callingTestFile(), soak: SOAK })}\n`);
+}
+
+/** The test file that recorded a figure (repository-relative), so the report can say how to rerun it. */
+function callingTestFile(): string | null {
+  for (const line of new Error().stack?.split('\n') ?? []) {
+    const match = /(packages\/[^\s:()]+\.test\.ts)/.exec(line);
+    if (match) return match[1]!;
+  }
+  return null;
 }
