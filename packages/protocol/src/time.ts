@@ -26,9 +26,14 @@ export function parseTimestamp(text: string): number | null {
     if (oh > 23 || om > 59) return null;
     offsetMinutes = (m[9] === '-' ? -1 : 1) * (oh * 60 + om);
   }
-  const date = new Date(0);
-  date.setUTCFullYear(year, month - 1, day);
-  date.setUTCHours(hour, minute, Math.min(second, 59), second === 60 ? 999 : Math.floor(Number(`0.${m[7] ?? '0'}`) * 1000));
-  const ms = date.getTime() - offsetMinutes * 60_000;
+  const millis = second === 60 ? 999 : m[7] === undefined ? 0 : Math.floor(Number(`0.${m[7]}`) * 1000);
+  // Date.UTC reads years 0–99 as 1900–1999; those (rare) go the long way.
+  let ms = Date.UTC(year, month - 1, day, hour, minute, Math.min(second, 59), millis);
+  if (year < 100) {
+    const date = new Date(ms);
+    date.setUTCFullYear(year);
+    ms = date.getTime();
+  }
+  ms -= offsetMinutes * 60_000;
   return Number.isFinite(ms) ? ms : null;
 }
