@@ -8,31 +8,35 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
-const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false } } });
+const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, 'render-only': { type: 'boolean', default: false } } });
 const mode = values.quick ? 'test' : 'soak';
 const root = new URL('..', import.meta.url).pathname;
 const figuresFile = join(root, 'docs/reliability-figures.json');
 const reportFile = join(root, 'docs/RELIABILITY.md');
 
-const dir = mkdtempSync(join(tmpdir(), 'dumont-soak-'));
-const out = join(dir, 'figures.jsonl');
-const started = Date.now();
-const run = spawnSync('npx', ['vitest', 'run', 'adversarial', '--testTimeout=3600000', '--hookTimeout=600000'], {
-  cwd: root,
-  stdio: 'inherit',
-  env: { ...process.env, DUMONT_RELIABILITY_OUT: out, ...(mode === 'soak' ? { DUMONT_SOAK: '1' } : {}) },
-});
-const minutes = ((Date.now() - started) / 60_000).toFixed(1);
-if (run.status !== 0) {
-  console.error(`soak: the adversarial suites failed (exit ${run.status}); docs/RELIABILITY.md is left as it was`);
-  rmSync(dir, { recursive: true, force: true });
-  process.exit(run.status ?? 1);
+const git = (args) => spawnSync('git', args, { cwd: root, encoding: 'utf8' }).stdout.trim();
+const all = existsSync(figuresFile) ? JSON.parse(readFileSync(figuresFile, 'utf8')) : {};
+if (!values['render-only']) runSuites();
+render();
+
+function runSuites() {
+  const dir = mkdtempSync(join(tmpdir(), 'dumont-soak-'));
+  const out = join(dir, 'figures.jsonl');
+  const started = Date.now();
+  const run = spawnSync('npx', ['vitest', 'run', 'adversarial', '--testTimeout=3600000', '--hookTimeout=600000'], {
+    cwd: root,
+    stdio: 'inherit',
+    env: { ...process.env, DUMONT_RELIABILITY_OUT: out, ...(mode === 'soak' ? { DUMONT_SOAK: '1' } : {}) },
+  });
+  const minutes = ((Date.now() - started) / 60_000).toFixed(1);
+  if (run.status !== 0) {
+    console.error(`soak: the adversarial suites failed (exit ${run.status}); docs/RELIABILITY.md is left as it was`);
+    rmSync(dir, { recursive: true, force: true });
+    process.exit(run.status ?? 1);
 }
 const lines = existsSync(out) ? readFileSync(out, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)) : [];
 rmSync(dir, { recursive: true, force: true });
 
-const git = (args) => spawnSync('git', args, { cwd: root, encoding: 'utf8' }).stdout.trim();
-const all = existsSync(figuresFile) ? JSON.parse(readFileSync(figuresFile, 'utf8')) : {};
 all[mode] = {
   commit: git(['rev-parse', '--short', 'HEAD']) + (git(['status', '--porcelain']) ? ' (with uncommitted changes)' : ''),
   date: new Date().toISOString().slice(0, 10),
@@ -41,44 +45,53 @@ all[mode] = {
   figures: lines.map(({ suite, figure, value, note, file }) => ({ suite, figure, value, note, file })),
 };
 writeFileSync(figuresFile, `${JSON.stringify(all, null, 2)}\n`);
+console.log(`soak: ${lines.length} figures from the ${mode} run (${minutes} min)`);
+}
 
-const sizes = [
-  ['test', '`npm test` size', (file) => `npx vitest run ${file}`],
-  ['soak', 'soak size', (file) => `DUMONT_SOAK=1 npx vitest run ${file}`],
-];
-const suites = [];
-for (const [key] of sizes) for (const f of all[key]?.figures ?? []) if (!suites.includes(f.suite)) suites.push(f.suite);
+function render() {
+  const sizes = [
+    ['test', '`npm test` size', (file) => `npx vitest run ${file}`],
+    ['soak', 'soak size', (file) => `DUMONT_SOAK=1 npx vitest run ${file}`],
+  ];
+  const suites = [];
+  for (const [key] of sizes) for (const f of all[key]?.figures ?? []) if (!suites.includes(f.suite)) suites.push(f.suite);
 
-let md = `# Reliability
-
-What the adversarial suites (\`*.adversarial.test.ts\`) measured, written by the run itself:
-\`npm run soak\` (soak size) or \`npm run soak -- --quick\` (the size \`npm test\` runs them at). A figure
-that states a bound (5xx answers, promises broken, beats lost) is asserted by its test: the run fails,
-and this page is not written, when it does not hold. Rerun one suite with the command under its table.
-
-| run | commit | date | machine | minutes |
-|---|---|---|---|---|
-`;
-for (const [key, label] of sizes) {
-  const r = all[key];
-  md += r ? `| ${label} | ${r.commit} | ${r.date} | ${r.machine} | ${r.minutes} |\n` : `| ${label} | not run yet | | | |\n`;
+  let md = [
+    '# Reliability',
+    '',
+    'What the adversarial suites (`*.adversarial.test.ts`) measured, written by the run itself:',
+    '`npm run soak` (soak size) or `npm run soak -- --quick` (the size `npm test` runs them at). A figure',
+    'that states a bound (5xx answers, promises broken, beats lost) is asserted by its test: the run fails,',
+    'and this page is not written, when it does not hold. Rerun one suite with the command under its table.',
+    '',
+    '| run | commit | date | machine | minutes |',
+    '|---|---|---|---|---|',
+    '',
+  ].join('\n');
+  for (const [key, label] of sizes) {
+    const r = all[key];
+    md += r ? `| ${label} | ${r.commit} | ${r.date} | ${r.machine} | ${r.minutes} |\n` : `| ${label} | not run yet | | | |\n`;
 }
 for (const suite of suites) {
   md += `\n## ${suite}\n\n| figure | ${sizes.map(([, label]) => label).join(' | ')} |\n|---|${sizes.map(() => '---').join('|')}|\n`;
   const rows = [];
   const files = new Set();
-  for (const [key] of sizes) {
+  const notes = [];
+  for (const [key, label] of sizes) {
     for (const f of all[key]?.figures ?? []) {
       if (f.suite !== suite) continue;
       if (f.file) files.add(f.file);
-      const label = f.note ? `${f.figure} (${f.note})` : f.figure;
-      let row = rows.find((r) => r.label === label);
-      if (!row) rows.push((row = { label, values: {} }));
+      const note = f.note ? `${label}: ${f.note}` : null;
+      if (note && !notes.includes(note)) notes.push(note);
+      let row = rows.find((r) => r.label === f.figure);
+      if (!row) rows.push((row = { label: f.figure, values: {} }));
       row.values[key] = f.value;
     }
   }
   for (const row of rows) md += `| ${row.label} | ${sizes.map(([key]) => row.values[key] ?? '').join(' | ')} |\n`;
+  if (notes.length > 0) md += `\n${notes.map((n) => `- ${n}`).join('\n')}\n`;
   for (const file of files) md += `\nReproduce: \`${sizes[0][2](file)}\` · soak: \`${sizes[1][2](file)}\`\n`;
 }
 writeFileSync(reportFile, md);
-console.log(`soak: ${lines.length} figures from the ${mode} run written to docs/RELIABILITY.md (${minutes} min)`);
+console.log('soak: docs/RELIABILITY.md written');
+}

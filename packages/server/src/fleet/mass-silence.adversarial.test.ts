@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { testBackends } from '../test-support/backends.js';
+import { recordFigure } from '../test-support/reliability.js';
 import { TestServer } from '../test-support/test-server.js';
 import { judgeMassSilence, type SilenceSettings } from './mass-silence.js';
 
@@ -57,9 +58,13 @@ for (const backend of await testBackends()) {
       }
       let list = (await t.request('GET', '/api/v1/agent/instances')).json;
       expect(list).toMatchObject({ offline_count: 12, mass_silence: { silent: 12, watched: 20 } });
+      let heldBeats = 0;
       for (let i = 0; i < 4; i++) {
         t.clock.advance(30 * S);
-        for (const id of watched) expect((await idle(id)).json).toMatchObject({ commands: [], hibernate_in_seconds: null });
+        for (const id of watched) {
+          expect((await idle(id)).json).toMatchObject({ commands: [], hibernate_in_seconds: null });
+          heldBeats += 1;
+        }
         await t.sweep();
       }
       expect(list.idle_count).toBe(8);
@@ -73,6 +78,10 @@ for (const backend of await testBackends()) {
       t.clock.advance(30 * S);
       const answer = (await idle(watched[0]!)).json;
       expect(answer.commands.map((c: { type: string }) => c.type)).toEqual(['hibernate']);
+      const suite = 'Mass silence';
+      recordFigure({ suite, figure: `fleet / silent at once (${backend.name})`, value: `${ids.length} / ${silent.length}` });
+      recordFigure({ suite, figure: `idle beats answered while held, past the threshold (${backend.name})`, value: heldBeats });
+      recordFigure({ suite, figure: `hibernations scheduled or fired while held (${backend.name})`, value: 0 });
     });
   });
 }
