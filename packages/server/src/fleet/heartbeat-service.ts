@@ -189,8 +189,11 @@ export class HeartbeatService {
   /**
    * A beat not newer than the last applied one is a delayed retry: it must not roll state back. After
    * a silence as long as the offline window the agent's clock may have been reset, so it applies again.
+   * While a hibernate command is out every beat is judged: an agent whose clock stepped back sends
+   * beats that look old but describe the machine now, and a busy one must still withdraw the command.
    */
   private isStale(row: LifecycleRow, beatAt: number, now: number): boolean {
+    if (row.status === 'hibernating') return false;
     if (row.agent_timestamp_ms === null || beatAt > row.agent_timestamp_ms) return false;
     const silentFor = row.last_heartbeat_at === null ? Infinity : now - row.last_heartbeat_at;
     return silentFor < this.config.offlineAfterSeconds * 1000;

@@ -18,7 +18,7 @@ const THRESHOLD_MS = 30 * S;
 const WARNING_S = 10;
 
 type Action =
-  | { kind: 'beat'; dt: number; util: (number | null)[]; processes: number | null; activity: 'none' | 'now' | 'old'; tornCollector: boolean; hookRunning: boolean }
+  | { kind: 'beat'; dt: number; util: (number | null)[]; processes: number | null; activity: 'none' | 'now' | 'old'; tornCollector: boolean; hookRunning: boolean; clockStep: number }
   | { kind: 'report'; dt: number; status: 'succeeded' | 'failed'; resend: boolean }
   | { kind: 'keep_alive'; minutes: number }
   | { kind: 'hibernate_now' }
@@ -35,6 +35,7 @@ const quietBeat = fc.record({
   activity: fc.constant('none' as const),
   tornCollector: fc.constant(false),
   hookRunning: fc.boolean(),
+  clockStep: fc.constant(0),
 });
 const anyBeat = fc.record({
   kind: fc.constant('beat' as const),
@@ -44,6 +45,8 @@ const anyBeat = fc.record({
   activity: fc.constantFrom('none' as const, 'now' as const, 'old' as const),
   tornCollector: fc.oneof({ weight: 1, arbitrary: fc.constant(true) }, { weight: 5, arbitrary: fc.constant(false) }),
   hookRunning: fc.boolean(),
+  // The agent's clock stepped back (NTP): its beat looks older than the last one but is fresh.
+  clockStep: fc.oneof({ weight: 5, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.integer({ min: 1 * S, max: 5 * 60 * S }) }),
 });
 const action: fc.Arbitrary<Action[]> = fc.oneof(
   { weight: 4, arbitrary: fc.array(quietBeat, { minLength: 3, maxLength: 10 }) },
@@ -108,7 +111,7 @@ for (const backend of await testBackends()) {
             for (const r of body.command_results ?? []) acknowledged.add(r.id);
             const hibernate = answer.commands.find((c) => c.type === 'hibernate');
             const facts = idleFactsOf(body as HeartbeatRequest);
-            const busy = !judgeIdle(facts, { idleUtilizationPercent: 5, ignoreGpuProcesses: false }).idle || body.last_activity === new Date(t.clock.now()).toISOString();
+            const busy = !judgeIdle(facts, { idleUtilizationPercent: 5, ignoreGpuProcesses: false }).idle || (body.last_activity != null && body.last_activity === body.timestamp);
             if (busy) expect(hibernate, 'a hibernate command in the answer to a busy beat').toBeUndefined();
             // When the agent first heard of the countdown.
             if (answer.hibernate_in_seconds !== null && answer.hibernate_in_seconds > 0) announcedAt ??= t.clock.now();
@@ -133,9 +136,10 @@ for (const backend of await testBackends()) {
                 t.clock.advance(a.dt);
                 const now = t.clock.now();
                 await send({
+                  timestamp: new Date(now - a.clockStep).toISOString(),
                   gpus: a.util.map((u, index) => ({ index, utilization_percent: u })),
                   process_count: a.processes,
-                  last_activity: a.activity === 'none' ? null : new Date(a.activity === 'now' ? now : now - 86_400_000).toISOString(),
+                  last_activity: a.activity === 'none' ? null : new Date((a.activity === 'now' ? now : now - 86_400_000) - a.clockStep).toISOString(),
                   collector_errors: a.tornCollector ? [{ collector: 'nvidia-smi', message: 'unexpected line' }] : [],
                   running_commands: a.hookRunning && held ? [held.id] : [],
                 });

@@ -81,6 +81,23 @@ for (const backend of await testBackends()) {
       expect(await events(7002)).toContain('command_cancelled');
     });
 
+    it("1: a busy beat withdraws the command even when the agent's clock stepped back (its timestamp looks old)", async () => {
+      await start({ DUMONT_IDLE_THRESHOLD_MINUTES: '0.05', DUMONT_HIBERNATION_WARNING_SECONDS: '0' });
+      const token = await t.register(7009);
+      t.clock.advance(90 * S);
+      let answer;
+      for (let i = 0; i < 5 && !(answer?.commands.length > 0); i++) {
+        answer = (await t.beat(token, idle(7009))).json;
+        t.clock.advance(1 * S);
+      }
+      expect(answer.commands[0].type).toBe('hibernate');
+      // NTP stepped the agent's clock back two minutes; its next beat shows a job on the GPU.
+      const stepped = new Date(t.clock.now() - 120 * S).toISOString();
+      const busy = await t.request('POST', '/api/v1/agent/status', { token, body: { ...busyNow(7009, t.clock.now()), hostname: 'gpu', timestamp: stepped, last_activity: stepped } });
+      expect(busy.json.commands).toEqual([]);
+      expect((await detail(7009)).status).toBe('active');
+    });
+
     it('1: a busy beat while the agent runs the hook leaves the command out of the answer but keeps it', async () => {
       await start({ DUMONT_IDLE_THRESHOLD_MINUTES: '0.05', DUMONT_HIBERNATION_WARNING_SECONDS: '0' });
       const token = await t.register(7003);
