@@ -60,6 +60,18 @@ describe('dumont-server CLI and first start', () => {
     expect(db.includes(alice)).toBe(false);
   });
 
+  it("the package's bin is a committed file (npm links it at install, before a build) that runs the built CLI", async () => {
+    // On a fresh clone `npm install` runs before `npm run build`; a bin pointing into dist/ was not
+    // linked, and the README's `npx dumont-server keys create` asked the registry instead.
+    const packageDir = new URL('../', import.meta.url);
+    const bin = JSON.parse(readFileSync(new URL('package.json', packageDir), 'utf8')).bin['dumont-server'] as string;
+    expect(bin.startsWith('./dist/')).toBe(false);
+    const binPath = new URL(bin, packageDir).pathname;
+    expect(statSync(binPath).mode & 0o111).not.toBe(0);
+    const env = { ...process.env, DUMONT_DATABASE_URL: `sqlite:${join(dir, 'bin.db')}` };
+    expect((await run(binPath, ['keys', 'create', '--owner', 'carol'], { env })).stdout.trim()).toMatch(/^dmk_/);
+  });
+
   it('keys create without --owner is a usage error', async () => {
     await expect(run(process.execPath, [SERVER_ENTRY, 'keys', 'create'], { env: { ...process.env, DUMONT_DATABASE_URL: `sqlite:${join(dir, 'x.db')}` } })).rejects.toMatchObject({ code: 2 });
   });
