@@ -17,6 +17,7 @@ import { killIfMatches, waitFor } from './test-support/processes.js';
 import { heartbeatSchemaErrors } from './test-support/schema.js';
 import { okReply, startStubApi, type Received, type Reply, type StubApi } from './test-support/stub-api.js';
 import { makeUtmp } from './test-support/utmp-file.js';
+import { Rng } from '../../simulator/src/prng.js';
 
 /**
  * The agent under faults: nvidia-smi hanging, printing garbage, torn lines, driver errors, `[N/A]`;
@@ -92,16 +93,10 @@ class TravelClock implements Clock {
   }
 }
 
-/** Deterministic jitter, so that a failure replays the same way. */
+/** Deterministic jitter, so that a failure replays the same way (the simulator's seeded generator). */
 function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rng = new Rng(seed);
+  return () => rng.next();
 }
 
 const IDLE = gpuLine(0, 0) + gpuLine(1, 0);

@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { TEST_DATABASE_URL, testBackends } from './test-support/backends.js';
 import { recordFigure, scaled, SOAK } from './test-support/reliability.js';
 import { startServerProcess, type ServerProcess } from './test-support/server-process.js';
+import { Rng } from '../../simulator/src/prng.js';
 
 /**
  * Crash safety: the real server process is killed with SIGKILL at a random moment while agents and
@@ -45,18 +46,6 @@ const SERVER_ENV = {
   DUMONT_SWEEP_INTERVAL_MS: '50',
   DUMONT_RATE_LIMIT_PER_MINUTE: '0',
 };
-
-/** A small seeded generator: DUMONT_CRASH_SEED replays a failing run's choices (not its timing). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type CommandType = 'hibernate' | 'snapshot' | 'update' | 'restart';
 
@@ -481,7 +470,9 @@ describe('crash safety: kill -9 under load, restart on the same database', () =>
       `${backend.label}: ${ROUNDS} kills; every acknowledged beat and transition survives, no acknowledged command comes back`,
       async () => {
         const seed = SEED + backendIndex;
-        const random = mulberry32(seed);
+        // Seeded (the simulator's generator): DUMONT_CRASH_SEED replays a failing run's choices, not its timing.
+        const rng = new Rng(seed);
+        const random = () => rng.next();
         const note = `${backend.label}, seed ${SEED} (DUMONT_CRASH_SEED), ${INSTANCES} instances${SOAK ? ', soak' : ''}`;
         const db = await backend.open();
         const env = { ...SERVER_ENV, ...db.env };

@@ -36,6 +36,15 @@ for (const backend of await testBackends()) {
     const events = async (id: number) =>
       ((await t.request('GET', `/api/v1/agent/instances/${id}/events?limit=1000`)).json.events as { type: string; reason: string }[]).map((e) => e.type).reverse();
     const detail = async (id: number) => (await t.request('GET', `/api/v1/agent/instances/${id}`)).json;
+    /** Idle beats a second apart until an answer carries the hibernate command; returns that answer. */
+    const beatUntilHibernate = async (token: string, id: number) => {
+      for (let i = 0; i < 5; i++) {
+        const answer = (await t.beat(token, idle(id))).json;
+        t.clock.advance(1 * S);
+        if (answer.commands.length > 0) return answer;
+      }
+      throw new Error(`instance ${id}: no hibernate command after 5 idle beats`);
+    };
 
     it('1: silence then a busy beat: the sweeper never fires on stale facts, and the busy answer carries no command', async () => {
       await start({ DUMONT_IDLE_THRESHOLD_MINUTES: '0.05', DUMONT_HIBERNATION_WARNING_SECONDS: '4', DUMONT_OFFLINE_AFTER_SECONDS: '10' });
@@ -61,12 +70,7 @@ for (const backend of await testBackends()) {
       await start({ DUMONT_IDLE_THRESHOLD_MINUTES: '0.05', DUMONT_HIBERNATION_WARNING_SECONDS: '0' });
       const token = await t.register(7002);
       t.clock.advance(90 * S);
-      let answer;
-      for (let i = 0; i < 5; i++) {
-        answer = (await t.beat(token, idle(7002))).json;
-        if (answer.commands.length > 0) break;
-        t.clock.advance(1 * S);
-      }
+      const answer = await beatUntilHibernate(token, 7002);
       const id = answer.commands[0].id;
       expect(answer.commands[0]).toMatchObject({ type: 'hibernate', args: { idle_utilization_percent: 5, ignore_gpu_processes: false } });
       t.clock.advance(1 * S);
@@ -85,11 +89,7 @@ for (const backend of await testBackends()) {
       await start({ DUMONT_IDLE_THRESHOLD_MINUTES: '0.05', DUMONT_HIBERNATION_WARNING_SECONDS: '0' });
       const token = await t.register(7009);
       t.clock.advance(90 * S);
-      let answer;
-      for (let i = 0; i < 5 && !(answer?.commands.length > 0); i++) {
-        answer = (await t.beat(token, idle(7009))).json;
-        t.clock.advance(1 * S);
-      }
+      const answer = await beatUntilHibernate(token, 7009);
       expect(answer.commands[0].type).toBe('hibernate');
       // NTP stepped the agent's clock back two minutes; its next beat shows a job on the GPU.
       const stepped = new Date(t.clock.now() - 120 * S).toISOString();
@@ -102,11 +102,7 @@ for (const backend of await testBackends()) {
       await start({ DUMONT_IDLE_THRESHOLD_MINUTES: '0.05', DUMONT_HIBERNATION_WARNING_SECONDS: '0' });
       const token = await t.register(7003);
       t.clock.advance(90 * S);
-      let answer;
-      for (let i = 0; i < 5 && !(answer?.commands.length > 0); i++) {
-        answer = (await t.beat(token, idle(7003))).json;
-        t.clock.advance(1 * S);
-      }
+      const answer = await beatUntilHibernate(token, 7003);
       const id = answer.commands[0].id;
       const during = (await t.beat(token, { ...busyNow(7003, t.clock.now() - 60 * S), last_activity: null, running_commands: [id] })).json;
       expect(during.commands).toEqual([]);
