@@ -19,7 +19,8 @@ export const InstanceStatus = Type.Union([
   Type.Literal('hibernating'),
   Type.Literal('hibernated'),
   Type.Literal('offline'),
+  Type.Literal('waking'),
 ]);
 
-export const INSTANCE_STATUSES = ['active', 'idle', 'hibernating', 'hibernated', 'offline'] as const;
+export const INSTANCE_STATUSES = ['active', 'idle', 'hibernating', 'hibernated', 'offline', 'waking'] as const;
 export type InstanceStatus = (typeof INSTANCE_STATUSES)[number];

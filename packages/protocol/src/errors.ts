@@ -10,6 +10,8 @@ export const ERRORS = {
   forbidden: { status: 403, title: 'The credential is valid but may not do this (e.g. an agent token for another instance).' },
   not_found: { status: 404, title: 'No such route, or no such instance visible to this key.' },
   instance_hibernating: { status: 409, title: 'The instance is hibernating or hibernated; the action does not apply.' },
+  instance_not_hibernated: { status: 409, title: 'Only a hibernated instance can be woken; this one is in another status.' },
+  dry_run: { status: 409, title: 'Dry-run is on for this instance: nothing is hibernated, the policy records `would_hibernate` instead.' },
   payload_too_large: { status: 413, title: 'The request body is over the limit (64 KiB).' },
   unsupported_media_type: { status: 415, title: 'Bodies must be `application/json`.' },
   idempotency_key_reused: { status: 422, title: 'The `Idempotency-Key` was already used for a different request on this instance.' },

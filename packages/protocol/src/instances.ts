@@ -46,6 +46,7 @@ export const ListInstancesResponse = Type.Object({
   hibernating_count: Type.Integer(),
   hibernated_count: Type.Integer(),
   offline_count: Type.Integer(),
+  waking_count: Type.Integer(),
   /** Pass as `cursor` to get the next page; null on the last page. */
   next_cursor: Nullable(Type.String()),
   mass_silence: Type.Union([MassSilenceView, Type.Null()]),
@@ -59,7 +60,33 @@ export const HibernationView = Type.Object({
   scheduled_at: Nullable(IsoTimestamp),
   ignore_gpu_processes: Type.Boolean(),
   hibernate_in_seconds: Nullable(Type.Integer()),
+  /** Dry-run (this instance's flag or DUMONT_DRY_RUN): the policy records `would_hibernate` and stops nothing. */
+  dry_run: Type.Boolean(),
 });
+
+export const PROVIDER_STATES = ['stopping', 'stopped', 'stop_failed', 'starting', 'running', 'start_failed'] as const;
+export type ProviderState = (typeof PROVIDER_STATES)[number];
+
+/** Who stops and starts the machine, and what it last did. */
+export const ProviderView = Type.Object({
+  /** `none`, `vast`, `webhook` or `command`: this instance's, else the server's default. */
+  name: Type.String(),
+  /** The id the provider knows the machine by (default: the instance id). */
+  instance_id: Type.String(),
+  /** null until the first stop or start. */
+  state: Type.Union([...PROVIDER_STATES.map((s) => Type.Literal(s)), Type.Null()]),
+  last_error: Nullable(Type.String()),
+  updated_at: Nullable(IsoTimestamp),
+});
+export type ProviderView = Static<typeof ProviderView>;
+
+/** What hibernation saved this instance, over its whole history. */
+export const InstanceSavings = Type.Object({
+  hibernated_hours: Type.Number(),
+  gpu_hours_saved: Type.Number(),
+  usd_saved: Type.Number(),
+});
+export type InstanceSavings = Static<typeof InstanceSavings>;
 
 /** `GET /api/v1/agent/instances/{instance_id}`. */
 export const InstanceDetail = Type.Object({
@@ -84,6 +111,10 @@ export const InstanceDetail = Type.Object({
   agent_timestamp: Nullable(Type.String()),
   collector_errors: Type.Array(CollectorError),
   registered_at: IsoTimestamp,
+  /** USD per hour while running; null = unknown (savings count hours, not money). */
+  price_per_hour: Nullable(Type.Number()),
+  provider: ProviderView,
+  savings: InstanceSavings,
 });
 export type InstanceDetail = Static<typeof InstanceDetail>;
 
@@ -104,11 +135,26 @@ export const KeepAliveResponse = Type.Object({
 });
 export type KeepAliveResponse = Static<typeof KeepAliveResponse>;
 
+export const PROVIDER_NAME_PATTERN = '^[a-z][a-z0-9_-]{0,31}$';
+export const PROVIDER_INSTANCE_ID_PATTERN = '^[A-Za-z0-9_.-]{1,128}$';
+export const MAX_PRICE_PER_HOUR = 10_000;
+
+/** How the machine is stopped and started, and what it costs: set at registration or by PATCH. */
+const ProviderFields = {
+  /** A provider configured on this server (`none`, `vast`, `webhook`, `command`). */
+  provider: Type.Optional(Type.String({ pattern: PROVIDER_NAME_PATTERN })),
+  /** The provider's id for the machine; never able to change the provider's URL path. */
+  provider_instance_id: Type.Optional(Type.String({ pattern: PROVIDER_INSTANCE_ID_PATTERN })),
+  /** USD per hour while running. */
+  price_per_hour: Type.Optional(Type.Number({ minimum: 0, maximum: MAX_PRICE_PER_HOUR })),
+};
+
 /** `POST /api/v1/agent/instances`: register (or re-register, rotating the token). */
 export const RegisterInstanceRequest = Type.Object(
   {
     instance_id: InstanceId,
     hostname: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),
+    ...ProviderFields,
   },
   { additionalProperties: false },
 );
@@ -129,10 +175,48 @@ export const HibernationPolicyPatch = Type.Object(
     enabled: Type.Optional(Type.Boolean()),
     threshold_minutes: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: MAX_THRESHOLD_MINUTES })),
     ignore_gpu_processes: Type.Optional(Type.Boolean()),
+    /** Record `would_hibernate` instead of hibernating this instance. */
+    dry_run: Type.Optional(Type.Boolean()),
   },
   { minProperties: 1, additionalProperties: false },
 );
 export type HibernationPolicyPatch = Static<typeof HibernationPolicyPatch>;
+
+/** `PATCH /api/v1/agent/instances/{id}`. */
+export const InstancePatch = Type.Object(ProviderFields, { minProperties: 1, additionalProperties: false });
+export type InstancePatch = Static<typeof InstancePatch>;
+
+/** `POST /api/v1/agent/instances/{id}/wake`: accepted; the first heartbeat makes it `active`. */
+export const WakeResponse = Type.Object({
+  success: Type.Boolean(),
+  instance_id: Type.Integer(),
+  status: Type.Literal('waking'),
+});
+export type WakeResponse = Static<typeof WakeResponse>;
+
+/** `GET /api/v1/agent/savings`: ISO times; default the last 30 days. */
+export const SavingsQuery = Type.Object({
+  from: Type.Optional(Type.String({ maxLength: 64 })),
+  to: Type.Optional(Type.String({ maxLength: 64 })),
+});
+export type SavingsQuery = Static<typeof SavingsQuery>;
+
+const SavingsFigures = {
+  hibernated_hours: Type.Number(),
+  gpu_hours_saved: Type.Number(),
+  usd_saved: Type.Number(),
+  /** Dry-run: what the hours counted as `would_hibernate` would have saved. */
+  would_have_saved_hours: Type.Number(),
+  would_have_saved_usd: Type.Number(),
+};
+
+export const SavingsResponse = Type.Object({
+  from: IsoTimestamp,
+  to: IsoTimestamp,
+  ...SavingsFigures,
+  instances: Type.Array(Type.Object({ instance_id: Type.Integer(), hostname: Nullable(Type.String()), ...SavingsFigures })),
+});
+export type SavingsResponse = Static<typeof SavingsResponse>;
 
 export const EVENT_TYPES = [
   'registered',
@@ -154,6 +238,16 @@ export const EVENT_TYPES = [
   'command_cancelled',
   'hibernated',
   'hibernation_failed',
+  'instance_updated',
+  'would_hibernate',
+  'provider_stop_requested',
+  'provider_stop_failed',
+  'provider_stopped',
+  'provider_start_requested',
+  'provider_start_failed',
+  'provider_started',
+  'wake_requested',
+  'wake_failed',
 ] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 

@@ -29,6 +29,29 @@ export interface ServerConfig extends PolicySettings {
   massOfflineMinInstances: number;
   /** A mass silence whose machines never come back is released after this long (they are gone). */
   massOfflineHoldMinutes: number;
+  /** The provider of instances that name none: `none`, `vast`, `webhook` or `command`. */
+  provider: string;
+  vastApiUrl: string;
+  vastApiKey: string | undefined;
+  webhookUrl: string | undefined;
+  /** `whsec_<base64>`; checked when the providers are built. */
+  webhookSecret: string | undefined;
+  /** An executable and its arguments (a JSON array, or words split on spaces); no shell. */
+  providerStopCommand: string | undefined;
+  providerStartCommand: string | undefined;
+  /** One provider call (HTTP request or command) gives up after this long; it is retried. */
+  providerTimeoutSeconds: number;
+  /** A provider action is retried until this long after it was queued, then fails. */
+  providerRetryHours: number;
+  /** Every instance in dry-run: `would_hibernate` instead of a hibernation. */
+  dryRun: boolean;
+  notifyUrl: string | undefined;
+  notifySecret: string | undefined;
+  notifyFormat: 'standard' | 'slack';
+  /** How people reach this server (the keep-alive command in notifications); default from host and port. */
+  publicUrl: string;
+  /** How often each process looks for due outbox rows. */
+  outboxPollMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -39,6 +62,26 @@ function number(env: Env, name: string, fallback: number, check: (n: number) => 
   const value = Number(raw);
   if (!Number.isFinite(value) || !check(value)) throw new Error(`${name}=${raw}: must be ${rule}`);
   return value;
+}
+
+function url(env: Env, name: string): string | undefined {
+  const raw = env[name]?.trim();
+  if (!raw) return undefined;
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    throw new Error(`${name}: not a URL`);
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new Error(`${name}: must be an http or https URL`);
+  return raw;
+}
+
+function flag(env: Env, name: string): boolean {
+  const raw = env[name]?.trim().toLowerCase();
+  if (raw === undefined || raw === '' || raw === '0' || raw === 'false' || raw === 'no') return false;
+  if (raw === '1' || raw === 'true' || raw === 'yes') return true;
+  throw new Error(`${name}=${env[name]}: must be 1 or 0`);
 }
 
 const positive = (n: number) => n > 0;
@@ -52,10 +95,14 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     env.DUMONT_DATA_DIR?.trim() || (sqlitePath && sqlitePath !== ':memory:' ? resolve(sqlitePath, '..') : './data'),
   );
   const fsync = env.DUMONT_FSYNC?.trim() || 'transitions';
+  const notifyFormat = env.DUMONT_NOTIFY_FORMAT?.trim() || 'standard';
+  if (notifyFormat !== 'standard' && notifyFormat !== 'slack') throw new Error(`DUMONT_NOTIFY_FORMAT=${notifyFormat}: must be standard or slack`);
+  const host = env.DUMONT_HOST?.trim() || '127.0.0.1';
+  const port = number(env, 'DUMONT_PORT', 8080, (n) => Number.isInteger(n) && n >= 0 && n < 65536, 'a port number');
   if (fsync !== 'transitions' && fsync !== 'always') throw new Error(`DUMONT_FSYNC=${fsync}: must be transitions or always`);
   return {
-    host: env.DUMONT_HOST?.trim() || '127.0.0.1',
-    port: number(env, 'DUMONT_PORT', 8080, (n) => Number.isInteger(n) && n >= 0 && n < 65536, 'a port number'),
+    host,
+    port,
     databaseUrl,
     dataDir,
     adminKey: env.DUMONT_ADMIN_KEY?.trim() || undefined,
@@ -75,5 +122,21 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     authFailuresPerMinute: number(env, 'DUMONT_AUTH_FAILURES_PER_MINUTE', 120, (n) => Number.isInteger(n) && n >= 0, 'an integer ≥ 0'),
     fsync,
     logLevel: env.DUMONT_LOG_LEVEL?.trim() || 'info',
+    wakeTimeoutSeconds: number(env, 'DUMONT_WAKE_TIMEOUT_SECONDS', 900, positive, 'a positive number of seconds'),
+    provider: env.DUMONT_PROVIDER?.trim() || 'none',
+    vastApiUrl: url(env, 'DUMONT_VAST_API_URL') ?? 'https://console.vast.ai',
+    vastApiKey: env.DUMONT_VAST_API_KEY?.trim() || undefined,
+    webhookUrl: url(env, 'DUMONT_WEBHOOK_URL'),
+    webhookSecret: env.DUMONT_WEBHOOK_SECRET?.trim() || undefined,
+    providerStopCommand: env.DUMONT_PROVIDER_STOP_COMMAND?.trim() || undefined,
+    providerStartCommand: env.DUMONT_PROVIDER_START_COMMAND?.trim() || undefined,
+    providerTimeoutSeconds: number(env, 'DUMONT_PROVIDER_TIMEOUT_SECONDS', 30, positive, 'a positive number of seconds'),
+    providerRetryHours: number(env, 'DUMONT_PROVIDER_RETRY_HOURS', 24, positive, 'a positive number of hours'),
+    dryRun: flag(env, 'DUMONT_DRY_RUN'),
+    notifyUrl: url(env, 'DUMONT_NOTIFY_URL'),
+    notifySecret: env.DUMONT_NOTIFY_SECRET?.trim() || undefined,
+    notifyFormat,
+    publicUrl: (url(env, 'DUMONT_PUBLIC_URL') ?? `http://${host.includes(':') ? `[${host}]` : host}:${port}`).replace(/\/+$/, ''),
+    outboxPollMs: number(env, 'DUMONT_OUTBOX_POLL_MS', 1000, (n) => n >= 10, 'at least 10 ms'),
   };
 }

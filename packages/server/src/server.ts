@@ -7,12 +7,16 @@ import { Sweeper } from './fleet/sweeper.js';
 import { buildApp } from './http/app.js';
 import { openStore } from './store/open-store.js';
 import type { FleetStore } from './store/store.js';
-import type { HibernationProvider } from './fleet/heartbeat-service.js';
+import { OutboxWorker } from './fleet/outbox-worker.js';
+import { Notifier } from './notify/notifier.js';
+import { Providers } from './providers/registry.js';
+import { parseWebhookSecret } from './providers/standard-webhooks.js';
 
 export interface RunningServer {
   app: FastifyInstance;
   store: FleetStore;
   sweeper: Sweeper;
+  outbox: OutboxWorker;
   url: string;
   close(): Promise<void>;
 }
@@ -26,10 +30,23 @@ export async function startServer(
     store?: FleetStore;
     sweep?: boolean;
     announce?: (line: string) => void;
-    provider?: HibernationProvider;
+    /** false: the outbox worker does not poll (tests drain it themselves). Default: as `sweep`. */
+    outbox?: boolean;
+    /** The outbox's retry jitter (tests make it predictable). */
+    random?: () => number;
   } = {},
 ): Promise<RunningServer> {
   const clock = options.clock ?? systemClock;
+  // Misconfigured providers or notifications stop the start-up, before anything is opened.
+  const providers = Providers.fromConfig(config);
+  const notifier = config.notifyUrl
+    ? new Notifier({
+        url: config.notifyUrl,
+        secret: config.notifySecret === undefined ? null : parseWebhookSecret(config.notifySecret, 'DUMONT_NOTIFY_SECRET'),
+        format: config.notifyFormat,
+        publicUrl: config.publicUrl,
+      })
+    : null;
   const store = options.store ?? (await openStore(config.databaseUrl, { durability: config.fsync === 'always' ? 'always' : 'transitions' }));
   if (!config.adminKey) {
     const created = await ensureAdminKey(store, config.dataDir, clock.now());
@@ -42,18 +59,22 @@ export async function startServer(
   }
   let log: FastifyInstance['log'] | null = null;
   const massSilence = new MassSilenceGuard(config, (level, message, data) => log?.[level](data, message));
-  const app = await buildApp({ store, clock, config, massSilence, logger: options.logger ?? true, ...(options.provider ? { provider: options.provider } : {}) });
+  const app = await buildApp({ store, clock, config, massSilence, providers, logger: options.logger ?? true });
   log = app.log;
   const sweeper = new Sweeper(store, clock, config, (error) => app.log.error({ err: error }, 'sweep failed'), massSilence);
+  const outbox = new OutboxWorker(store, clock, config, providers, notifier, (level, message, data) => app.log[level](data, message), options.random);
   const address = await app.listen({ host: config.host, port: config.port });
   if (options.sweep ?? true) sweeper.start();
+  if (options.outbox ?? options.sweep ?? true) outbox.start();
   return {
     app,
     store,
     sweeper,
+    outbox,
     url: address,
     async close() {
       await sweeper.stop();
+      await outbox.stop();
       await app.close();
       await store.close();
     },

@@ -64,19 +64,11 @@ function metricsPatch(beat: HeartbeatRequest, beatAt: number): InstanceUpdate {
   };
 }
 
-export interface HibernationProvider {
-  /** The real stop of the machine, after its agent confirmed the hibernate command (a later issue). */
-  hibernated(instanceId: number): Promise<void>;
-}
-
-export const noProvider: HibernationProvider = { hibernated: async () => {} };
-
 export class HeartbeatService {
   constructor(
     private readonly store: FleetStore,
     private readonly clock: Clock,
     private readonly config: ServerConfig,
-    private readonly provider: HibernationProvider = noProvider,
     private readonly massSilence: MassSilenceGuard | null = null,
   ) {}
 
@@ -96,7 +88,6 @@ export class HeartbeatService {
       }
       throw new DumontError('forbidden', `this agent token belongs to another instance, not ${beat.instance_id}`, 'instance_id');
     }
-    if (outcome.hibernated) await this.provider.hibernated(beat.instance_id);
     return {
       success: true,
       commands: outcome.commands,
@@ -133,16 +124,21 @@ export class HeartbeatService {
     if (this.store.dialect !== 'postgres' || (beat.command_results?.length ?? 0) > 0) return null;
     const row = await this.store.getLifecycle(beat.instance_id);
     if (!row || row.open_commands > 0 || !sameHash(row.agent_token_hash, tokenHash)) return null;
-    const write = new InstanceWrite(row, now);
+    const write = new InstanceWrite(row, now, this.config);
     if (this.isStale(row, beatAt, now)) return null;
     const decision = this.decide(write, beat, beatAt, now);
     // Decided before anything is written: a beat that changes more than metrics takes the locked path.
     const plain =
-      !decision.issueHibernate && decision.closeHibernate === null && decision.events.length === 0 && decision.facts.status === row.status;
+      !decision.issueHibernate &&
+      decision.closeHibernate === null &&
+      decision.providerAction === null &&
+      !decision.cancelProviderStop &&
+      decision.events.length === 0 &&
+      decision.facts.status === row.status;
     if (!plain) return null;
     await this.absorbBeat(this.store, write, decision, beat, beatAt);
     if (!(await write.tryCommitPlain(this.store))) return null;
-    return { commands: [], hibernateIn: hibernateInSeconds(write.facts, now), hibernated: false };
+    return { commands: [], hibernateIn: hibernateInSeconds(write.facts, now) };
   }
 
   private decide(write: InstanceWrite, beat: HeartbeatRequest, beatAt: number, now: number): Decision {
@@ -161,7 +157,7 @@ export class HeartbeatService {
   }
 
   private async applyBeat(repo: FleetRepository, row: LifecycleRow, beat: HeartbeatRequest, beatAt: number, now: number) {
-    const write = new InstanceWrite(row, now);
+    const write = new InstanceWrite(row, now, this.config);
     // Command rows first; what a result means for the lifecycle is decided with the beat that carries it.
     for (const result of beat.command_results ?? []) await this.settle(repo, write, result, now);
     let withhold = false;
@@ -179,11 +175,7 @@ export class HeartbeatService {
     }
     const commands = await this.deliver(repo, write, now, withhold);
     await write.commit(repo);
-    return {
-      commands,
-      hibernateIn: hibernateInSeconds(write.facts, now),
-      hibernated: write.facts.status === 'hibernated' && row.status !== 'hibernated',
-    };
+    return { commands, hibernateIn: hibernateInSeconds(write.facts, now) };
   }
 
   /**

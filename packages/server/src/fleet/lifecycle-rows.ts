@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { CommandType, HibernateArgs, IdleRule } from '@dumont/protocol';
 import type { Decision, InstancePolicy, LifecycleFacts, PolicyEvent } from '../policy/hibernation-policy.js';
-import type { InstanceUpdate, NewEventRow } from '../store/schema.js';
+import type { InstanceUpdate, NewEventRow, NewSavingsRow, OutboxRow } from '../store/schema.js';
 import type { FleetRepository, LifecycleRow } from '../store/store.js';
 import type { ServerConfig } from '../config.js';
-import { DumontError } from '@dumont/protocol';
+import { DumontError, type ProviderState } from '@dumont/protocol';
+import { notificationOf } from '../notify/notifications.js';
 
 /** Maps stored rows to the policy's facts and back, and writes a decision inside a transaction. */
 
@@ -18,7 +19,20 @@ export function factsOf(row: LifecycleRow): LifecycleFacts {
     hibernateIssuedAt: row.hibernate_issued_at,
     onlineSince: row.online_since,
     offlineSince: row.offline_since,
+    providerState: row.provider_state as ProviderState | null,
+    wakeRequestedAt: row.wake_requested_at,
+    savingSince: row.saving_since,
   };
+}
+
+/** The provider that stops and starts this instance: its own, else the server's default. */
+export function providerNameOf(row: Pick<LifecycleRow, 'provider'>, config: Pick<ServerConfig, 'provider'>): string {
+  return row.provider ?? config.provider;
+}
+
+/** The id the provider knows this machine by: its own, else the instance id. */
+export function providerInstanceIdOf(row: Pick<LifecycleRow, 'provider_instance_id' | 'instance_id'>): string {
+  return row.provider_instance_id ?? String(row.instance_id);
 }
 
 export function policyOf(row: LifecycleRow, config: ServerConfig): InstancePolicy {
@@ -26,6 +40,8 @@ export function policyOf(row: LifecycleRow, config: ServerConfig): InstancePolic
     enabled: row.hibernation_enabled === 1,
     thresholdMinutes: row.threshold_minutes ?? config.idleThresholdMinutes,
     ignoreGpuProcesses: row.ignore_gpu_processes === 1,
+    stopsThroughProvider: providerNameOf(row, config) !== 'none',
+    dryRun: config.dryRun || row.dry_run === 1,
   };
 }
 
@@ -43,6 +59,9 @@ const FACT_COLUMNS = {
   hibernateIssuedAt: 'hibernate_issued_at',
   onlineSince: 'online_since',
   offlineSince: 'offline_since',
+  providerState: 'provider_state',
+  wakeRequestedAt: 'wake_requested_at',
+  savingSince: 'saving_since',
 } as const satisfies Record<keyof LifecycleFacts, keyof LifecycleRow>;
 
 /**
@@ -69,10 +88,11 @@ export function factsPatch(row: LifecycleRow, facts: LifecycleFacts, deadline: n
     if (facts[fact] !== row[column]) patch[column] = facts[fact];
   }
   if (shouldStoreDeadline(row.deadline, deadline, now)) patch.deadline = deadline;
+  if ('provider_state' in patch) patch.provider_updated_at = now;
   return patch as InstanceUpdate;
 }
 
-const PATCHED_BY_FACTS: readonly string[] = [...Object.values(FACT_COLUMNS), 'deadline'];
+const PATCHED_BY_FACTS: readonly string[] = [...Object.values(FACT_COLUMNS), 'deadline', 'provider_updated_at'];
 
 export function eventRows(instanceId: number, at: number, events: readonly PolicyEvent[]): NewEventRow[] {
   return events.map((e) => ({
@@ -94,12 +114,29 @@ export class InstanceWrite {
   durable = false;
   /** The client's `Idempotency-Key`, stored with the command this write issues. */
   idempotencyKey: string | null = null;
+  /** Calls to the outside this transaction queues (provider actions, notifications). */
+  readonly outbox: OutboxRow[] = [];
 
   constructor(
     readonly row: LifecycleRow,
     private readonly now: number,
+    private readonly config: ServerConfig,
   ) {
     this.facts = factsOf(row);
+  }
+
+  /** A provider stop or start, sent by the outbox worker after this transaction commits. */
+  private queueProviderAction(action: 'stop' | 'start', reason: string): void {
+    const row = { ...this.row, ...this.patch } as LifecycleRow;
+    this.outbox.push(
+      newOutboxRow(this.row.instance_id, action, providerNameOf(row, this.config), this.now, {
+        provider_instance_id: providerInstanceIdOf(row),
+        hostname: row.hostname,
+        owner: row.owner,
+        reason,
+      }),
+    );
+    this.patch.provider_error = null;
   }
 
   /** The hibernate command in flight, as this transaction leaves it. */
@@ -132,6 +169,18 @@ export class InstanceWrite {
     // any other status has no hibernate command.
     if (hibernateCommandId && decision.facts.status !== 'hibernating' && decision.facts.status !== 'hibernated') {
       this.patch.hibernate_command_id = null;
+    }
+    if (decision.providerAction === 'stop') this.queueProviderAction('stop', 'the agent saved its state and confirmed the hibernate command');
+    if (decision.providerAction === 'start') this.queueProviderAction('start', 'wake requested');
+    if (decision.cancelProviderStop) {
+      const { inFlight } = await repo.cancelOutbox(this.row.instance_id, 'stop', this.now);
+      if (inFlight > 0) {
+        this.events.push({
+          type: 'hibernation_cancelled',
+          reason: 'the provider stop was already being sent and cannot be withdrawn; its outcome decides',
+          data: { stop_in_flight: true },
+        });
+      }
     }
     if (!decision.issueHibernate) return null;
     if (hibernateArgs === null) throw new Error('a hibernate command was issued without the rule it must carry');
@@ -166,9 +215,31 @@ export class InstanceWrite {
     return id;
   }
 
-  /** True when this write is a plain metrics update: no event, command, status change or durability. */
+  /** True when this write is a plain metrics update: no event, command, status change, outbox row or durability. */
   get plain(): boolean {
-    return !this.durable && this.events.length === 0 && this.openCommandsDelta === 0 && this.facts.status === this.row.status;
+    return (
+      !this.durable &&
+      this.events.length === 0 &&
+      this.openCommandsDelta === 0 &&
+      this.outbox.length === 0 &&
+      this.facts.status === this.row.status &&
+      this.facts.savingSince === this.row.saving_since
+    );
+  }
+
+  /** The saving interval this write closes (left `hibernated`, or a dry-run idle stretch ended). */
+  private closedSaving(): NewSavingsRow | null {
+    const since = this.row.saving_since;
+    if (since === null || this.facts.savingSince === since) return null;
+    return {
+      instance_id: this.row.instance_id,
+      owner: this.row.owner,
+      kind: this.row.status === 'hibernated' ? 'hibernated' : 'would',
+      started_at: since,
+      ended_at: this.now,
+      gpu_count: this.row.gpu_count,
+      price_per_hour: this.row.price_per_hour,
+    };
   }
 
   /**
@@ -183,11 +254,40 @@ export class InstanceWrite {
   async commit(repo: FleetRepository): Promise<void> {
     const patch: InstanceUpdate = { ...this.patch };
     if (this.openCommandsDelta !== 0) patch.open_commands = Math.max(0, this.row.open_commands + this.openCommandsDelta);
-    if (this.events.length > 0 || this.openCommandsDelta !== 0) this.durable = true;
+    if (this.config.notifyUrl !== undefined) {
+      const row = { ...this.row, ...this.patch } as LifecycleRow;
+      for (const event of this.events) {
+        const notification = notificationOf(event, row, providerInstanceIdOf(row), this.now);
+        if (notification) this.outbox.push(newOutboxRow(this.row.instance_id, 'notify', 'notify', this.now, notification));
+      }
+    }
+    const saving = this.closedSaving();
+    if (this.events.length > 0 || this.openCommandsDelta !== 0 || this.outbox.length > 0 || saving !== null) this.durable = true;
     if (this.durable) await repo.requireDurableCommit();
     const ok = await repo.updateInstance(this.row.instance_id, this.row.version, patch);
     // With the row locked (or SQLite's single writer) this cannot happen; if it does, roll back.
     if (!ok) throw new DumontError('internal_error', `instance ${this.row.instance_id} changed concurrently; retry`);
     await repo.insertEvents(eventRows(this.row.instance_id, this.now, this.events));
+    await repo.insertOutbox(this.outbox);
+    if (saving !== null) await repo.insertSavings(saving);
   }
+}
+
+export function newOutboxRow(instanceId: number, kind: string, target: string, now: number, payload: object): OutboxRow {
+  return {
+    id: randomUUID(),
+    instance_id: instanceId,
+    kind,
+    target,
+    payload_json: JSON.stringify(payload),
+    state: 'pending',
+    attempts: 0,
+    created_at: now,
+    due_at: now,
+    claimed_by: null,
+    claimed_until: null,
+    cancel_requested: 0,
+    last_error: null,
+    completed_at: null,
+  };
 }

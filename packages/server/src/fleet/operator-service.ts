@@ -9,6 +9,11 @@ import {
   type EventListResponse,
   type HibernationPolicyPatch,
   type InstanceDetail,
+  type InstancePatch,
+  type SavingsQuery,
+  type SavingsResponse,
+  type WakeResponse,
+  parseTimestamp,
   type KeepAliveResponse,
   type ListEventsQuery,
   type ListInstancesQuery,
@@ -24,7 +29,9 @@ import { hashSecret, newSecret } from '../secrets.js';
 import { newInstanceRow, type CommandRow, type InstanceRow, type InstanceUpdate } from '../store/schema.js';
 import type { FleetRepository, FleetStore } from '../store/store.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
+import { Providers } from '../providers/registry.js';
 import { eventRows, idleRuleOfRow, InstanceWrite, policyOf } from './lifecycle-rows.js';
+import { openIntervals, sumSavings, totalOf, noSavings } from './savings.js';
 import type { MassSilenceGuard } from './mass-silence.js';
 import { canSee, type Operator } from './principal.js';
 import { massSilenceView, toCommandView, toDetail, toEventView, toSummary } from './views.js';
@@ -45,20 +52,42 @@ function sameCommandRequest(command: CommandRow, request: CreateCommandRequest):
 
 const notFound = (instanceId: number) => new DumontError('not_found', `instance ${instanceId} not found`, 'instance_id');
 
+const DEFAULT_SAVINGS_DAYS = 30;
+
+type ProviderFields = Pick<InstancePatch, 'provider' | 'provider_instance_id' | 'price_per_hour'>;
+
+/** The columns of the provider fields a request sets (undefined fields are left alone). */
+function providerColumns(fields: ProviderFields): InstanceUpdate {
+  const patch: InstanceUpdate = {};
+  if (fields.provider !== undefined) patch.provider = fields.provider;
+  if (fields.provider_instance_id !== undefined) patch.provider_instance_id = fields.provider_instance_id;
+  if (fields.price_per_hour !== undefined) patch.price_per_hour = fields.price_per_hour;
+  return patch;
+}
+
 /** What operators (API keys) do: register, look, postpone, tune, command. Every write is one transaction. */
 export class OperatorService {
   constructor(
     private readonly store: FleetStore,
     private readonly clock: Clock,
     private readonly config: ServerConfig,
+    private readonly providers: Providers,
     private readonly massSilence: MassSilenceGuard | null = null,
   ) {}
+
+  /** An instance may name only a provider this server is configured for. */
+  private checkProvider(fields: ProviderFields): void {
+    if (fields.provider !== undefined && !this.providers.has(fields.provider)) {
+      throw new DumontError('invalid_request', `provider: ${fields.provider} is ${Providers.missing(fields.provider)} on this server`, 'provider');
+    }
+  }
 
   async register(operator: Operator, request: RegisterInstanceRequest & { owner?: string }): Promise<RegisterInstanceResponse> {
     const now = this.clock.now();
     if (request.owner !== undefined && !operator.admin && request.owner !== operator.owner) {
       throw new DumontError('forbidden', 'only an admin key may register an instance for another owner', 'owner');
     }
+    this.checkProvider(request);
     const token = newSecret('dmt');
     const tokenHash = hashSecret(token);
     const rotated = await this.store.transaction(async (repo) => {
@@ -69,7 +98,7 @@ export class OperatorService {
         // A re-register rotates the token; the instance changes hands only when an admin names a new owner.
         const owner = operator.admin && request.owner !== undefined ? request.owner : existing.owner;
         const moved = owner !== existing.owner;
-        const patch: InstanceUpdate = { agent_token_hash: tokenHash };
+        const patch: InstanceUpdate = { ...providerColumns(request), agent_token_hash: tokenHash };
         if (moved) patch.owner = owner;
         if (request.hostname !== undefined) patch.hostname = request.hostname;
         await repo.updateInstance(existing.instance_id, existing.version, patch);
@@ -83,7 +112,14 @@ export class OperatorService {
       }
       const owner = request.owner ?? operator.owner;
       await repo.insertInstance(
-        newInstanceRow({ instance_id: request.instance_id, owner, agent_token_hash: tokenHash, hostname: request.hostname ?? null, registered_at: now }),
+        newInstanceRow({
+          ...providerColumns(request),
+          instance_id: request.instance_id,
+          owner,
+          agent_token_hash: tokenHash,
+          hostname: request.hostname ?? null,
+          registered_at: now,
+        }),
       );
       await repo.insertEvents(eventRows(request.instance_id, now, [{ type: 'registered', reason: `registered for owner ${owner}` }]));
       await repo.requireDurableCommit();
@@ -112,6 +148,7 @@ export class OperatorService {
       hibernating_count: countOf('hibernating'),
       hibernated_count: countOf('hibernated'),
       offline_count: countOf('offline'),
+      waking_count: countOf('waking'),
       next_cursor: rows.length > limit ? encodeCursor(page[page.length - 1]!.instance_id) : null,
       mass_silence: massSilenceView(this.massSilence?.state ?? null),
     };
@@ -124,7 +161,20 @@ export class OperatorService {
   }
 
   async detail(operator: Operator, instanceId: number): Promise<InstanceDetail> {
-    return toDetail(await this.visible(this.store, operator, instanceId), this.config, this.clock.now());
+    return this.detailOf(await this.visible(this.store, operator, instanceId));
+  }
+
+  /** The detail with the instance's savings over its whole history. */
+  private async detailOf(row: InstanceRow): Promise<InstanceDetail> {
+    const now = this.clock.now();
+    const query = { owner: row.owner, instanceId: row.instance_id };
+    const [closed, open] = await Promise.all([this.store.listSavings({ ...query, from: 0, to: now }), this.store.listOpenSavings(query)]);
+    const figures = sumSavings([...closed, ...openIntervals(open, now)], 0, now).get(row.instance_id) ?? noSavings();
+    return toDetail(row, this.config, now, {
+      hibernated_hours: figures.hibernated_hours,
+      gpu_hours_saved: figures.gpu_hours_saved,
+      usd_saved: figures.usd_saved,
+    });
   }
 
   /** Runs one policy input against a locked row and stores the outcome. */
@@ -136,7 +186,7 @@ export class OperatorService {
     const now = this.clock.now();
     const row = await this.store.transaction(async (repo) => {
       const current = await this.visible(repo, operator, instanceId, true);
-      const write = new InstanceWrite(current, now);
+      const write = new InstanceWrite(current, now, this.config);
       const input = await prepare(current, write, repo);
       const policy = policyOf({ ...current, ...write.patch } as InstanceRow, this.config);
       const args = hibernateArgsOf(idleRuleOfRow({ ...current, ...write.patch } as InstanceRow, this.config));
@@ -169,12 +219,56 @@ export class OperatorService {
   async patchHibernation(operator: Operator, instanceId: number, patch: HibernationPolicyPatch): Promise<InstanceDetail> {
     const row = await this.transition(operator, instanceId, (_row, write) => {
       if (patch.enabled !== undefined) write.patch.hibernation_enabled = patch.enabled ? 1 : 0;
+      if (patch.dry_run !== undefined) write.patch.dry_run = patch.dry_run ? 1 : 0;
       if (patch.threshold_minutes !== undefined) write.patch.threshold_minutes = patch.threshold_minutes;
       if (patch.ignore_gpu_processes !== undefined) write.patch.ignore_gpu_processes = patch.ignore_gpu_processes ? 1 : 0;
       write.events.push({ type: 'policy_changed', reason: `hibernation policy changed by ${operator.owner}`, data: { ...patch } });
       return { kind: 'policy_changed' };
     });
-    return toDetail(row, this.config, this.clock.now());
+    return this.detailOf(row);
+  }
+
+  /** Provider, provider instance id and price. A new price closes the open saving interval at the old one. */
+  async patchInstance(operator: Operator, instanceId: number, patch: InstancePatch): Promise<InstanceDetail> {
+    this.checkProvider(patch);
+    const row = await this.transition(operator, instanceId, (current, write) => {
+      Object.assign(write.patch, providerColumns(patch));
+      if (patch.price_per_hour !== undefined && patch.price_per_hour !== current.price_per_hour && current.saving_since !== null) {
+        write.facts = { ...write.facts, savingSince: this.clock.now() };
+      }
+      write.events.push({ type: 'instance_updated', reason: `instance updated by ${operator.owner}`, data: { ...patch } });
+      return { kind: 'policy_changed' };
+    });
+    return this.detailOf(row);
+  }
+
+  /** Starts a hibernated instance through its provider; the first heartbeat makes it `active`. */
+  async wake(operator: Operator, instanceId: number): Promise<WakeResponse> {
+    await this.transition(operator, instanceId, (row) => {
+      if (row.status !== 'hibernated') {
+        throw new DumontError('instance_not_hibernated', `instance ${instanceId} is ${row.status}; only a hibernated instance can be woken`);
+      }
+      return { kind: 'wake', reason: `wake requested by ${operator.owner}` };
+    });
+    return { success: true, instance_id: instanceId, status: 'waking' };
+  }
+
+  /** Savings over [from, to): stored hibernated intervals × price, and dry-run's would-have-saved. */
+  async savings(operator: Operator, query: SavingsQuery): Promise<SavingsResponse> {
+    const now = this.clock.now();
+    const to = query.to === undefined ? now : parseTimestamp(query.to);
+    if (to === null) throw new DumontError('invalid_request', 'to: must be an RFC 3339 date-time', 'to');
+    const from = query.from === undefined ? to - DEFAULT_SAVINGS_DAYS * 86_400_000 : parseTimestamp(query.from);
+    if (from === null) throw new DumontError('invalid_request', 'from: must be an RFC 3339 date-time', 'from');
+    if (to <= from) throw new DumontError('invalid_request', 'to: must be after from', 'to');
+    const owner = operator.admin ? null : operator.owner;
+    const [closed, open] = await Promise.all([this.store.listSavings({ owner, from, to }), this.store.listOpenSavings({ owner })]);
+    const hostnames = new Map(open.map((r) => [r.instance_id, r.hostname] as const));
+    const perInstance = sumSavings([...closed, ...openIntervals(open, now)], from, to);
+    const instances = [...perInstance.entries()]
+      .sort(([a], [b]) => a - b)
+      .map(([instanceId, figures]) => ({ instance_id: instanceId, hostname: hostnames.get(instanceId) ?? null, ...figures }));
+    return { from: new Date(from).toISOString(), to: new Date(to).toISOString(), ...totalOf(perInstance.values()), instances };
   }
 
   /**
@@ -208,8 +302,11 @@ export class OperatorService {
           write.idempotencyKey = idempotencyKey;
         }
         if (request.type === 'hibernate') {
-          if (current.status === 'hibernating' || current.status === 'hibernated') {
+          if (current.status === 'hibernating' || current.status === 'hibernated' || current.status === 'waking') {
             throw new DumontError('instance_hibernating', `instance ${instanceId} is already ${current.status}`);
+          }
+          if (policyOf(current, this.config).dryRun) {
+            throw new DumontError('dry_run', `instance ${instanceId} is in dry-run (DUMONT_DRY_RUN or hibernation.dry_run); nothing is hibernated`);
           }
           return { kind: 'hibernate_now', reason: `hibernate requested by ${operator.owner}` };
         }

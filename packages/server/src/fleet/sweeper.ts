@@ -65,7 +65,7 @@ export class Sweeper {
       const row = await repo.getLifecycle(instanceId, { forUpdate: true });
       // Another replica (or a heartbeat) may have handled it since we listed it.
       if (!row || row.deadline === null || row.deadline > now) return false;
-      const write = new InstanceWrite(row, now);
+      const write = new InstanceWrite(row, now, this.config);
       await write.absorb(evaluate(write.facts, policyOf(row, this.config), { kind: 'tick' }, this.config, now), repo, 'policy');
       await write.commit(repo);
       // A stored deadline may be early (see DEADLINE_SLACK_MS): then this visit only re-stored it.

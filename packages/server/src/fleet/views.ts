@@ -1,10 +1,10 @@
-import type { CommandView, EventView, GpuSample, InstanceDetail, InstanceSummary, InstanceStatus, MassSilenceView } from '@dumont/protocol';
+import type { CommandView, EventView, GpuSample, InstanceDetail, InstanceSavings, InstanceSummary, InstanceStatus, MassSilenceView, ProviderState } from '@dumont/protocol';
 import type { MassSilence } from './mass-silence.js';
 import type { ServerConfig } from '../config.js';
 import { hibernateInSeconds, idleSeconds } from '../policy/hibernation-policy.js';
 import type { CommandRow, EventRow, InstanceRow } from '../store/schema.js';
 import type { InstanceSummaryRow } from '../store/store.js';
-import { factsOf, policyOf } from './lifecycle-rows.js';
+import { factsOf, policyOf, providerInstanceIdOf, providerNameOf } from './lifecycle-rows.js';
 
 /** Rows → the public JSON shapes of the seed (plus extensions). */
 
@@ -43,7 +43,7 @@ export function toSummary(row: InstanceSummaryRow, now: number): InstanceSummary
   };
 }
 
-export function toDetail(row: InstanceRow, config: ServerConfig, now: number): InstanceDetail {
+export function toDetail(row: InstanceRow, config: ServerConfig, now: number, savings: InstanceSavings): InstanceDetail {
   const facts = factsOf(row);
   const policy = policyOf(row, config);
   return {
@@ -73,6 +73,7 @@ export function toDetail(row: InstanceRow, config: ServerConfig, now: number): I
       scheduled_at: iso(facts.scheduledAt ?? (facts.status === 'hibernating' ? facts.hibernateIssuedAt : null)),
       ignore_gpu_processes: policy.ignoreGpuProcesses,
       hibernate_in_seconds: hibernateInSeconds(facts, now),
+      dry_run: policy.dryRun,
     },
     agent_version: row.agent_version,
     gpus: JSON.parse(row.gpus_json) as GpuSample[],
@@ -80,6 +81,15 @@ export function toDetail(row: InstanceRow, config: ServerConfig, now: number): I
     agent_timestamp: row.agent_timestamp,
     collector_errors: JSON.parse(row.collector_errors_json),
     registered_at: iso(row.registered_at)!,
+    price_per_hour: row.price_per_hour,
+    provider: {
+      name: providerNameOf(row, config),
+      instance_id: providerInstanceIdOf(row),
+      state: row.provider_state as ProviderState | null,
+      last_error: row.provider_error,
+      updated_at: iso(row.provider_updated_at),
+    },
+    savings,
   };
 }
 

@@ -4,7 +4,8 @@ import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import type { Clock } from '../clock.js';
 import type { ServerConfig } from '../config.js';
-import { HeartbeatService, type HibernationProvider } from '../fleet/heartbeat-service.js';
+import { HeartbeatService } from '../fleet/heartbeat-service.js';
+import type { Providers } from '../providers/registry.js';
 import { MassSilenceGuard } from '../fleet/mass-silence.js';
 import { OperatorService } from '../fleet/operator-service.js';
 import type { FleetStore } from '../store/store.js';
@@ -20,7 +21,8 @@ export interface AppDependencies {
   store: FleetStore;
   clock: Clock;
   config: ServerConfig;
-  provider?: HibernationProvider;
+  /** The providers this server is configured for (instances may name only these). */
+  providers: Providers;
   /** Updated by the sweeper; holds every hibernation while much of the fleet is silent. */
   massSilence?: MassSilenceGuard;
   /** false for tests that want quiet output; otherwise pino JSON logs. */
@@ -110,8 +112,8 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
   }
 
   const massSilence = deps.massSilence ?? new MassSilenceGuard(config);
-  const heartbeats = new HeartbeatService(store, clock, config, deps.provider, massSilence);
-  const operators = new OperatorService(store, clock, config, massSilence);
+  const heartbeats = new HeartbeatService(store, clock, config, massSilence);
+  const operators = new OperatorService(store, clock, config, deps.providers, massSilence);
   const auth = new Authenticator(store, config.adminKey);
 
   app.get('/healthz', { config: { rateLimit: false }, schema: { hide: true } }, async (_request, reply) => {

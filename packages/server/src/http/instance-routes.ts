@@ -7,6 +7,10 @@ import {
   HibernationPolicyPatch,
   InstanceDetail,
   InstanceIdParams,
+  InstancePatch,
+  SavingsQuery,
+  SavingsResponse,
+  WakeResponse,
   KeepAliveQuery,
   KeepAliveResponse,
   ListEventsQuery,
@@ -100,6 +104,24 @@ export function instanceRoutes(app: FastifyInstance, operators: OperatorService,
       if (replayed) reply.header('idempotent-replayed', 'true');
       return reply.code(replayed ? 200 : 201).send(command);
     },
+  });
+
+  r.patch('/api/v1/agent/instances/:instance_id', {
+    onRequest,
+    schema: { tags, params: InstanceIdParams, body: InstancePatch, response: { 200: InstanceDetail } },
+    handler: (request) => operators.patchInstance(operator(request), request.params.instance_id, request.body),
+  });
+
+  r.post('/api/v1/agent/instances/:instance_id/wake', {
+    onRequest,
+    schema: { tags, params: InstanceIdParams, response: { 202: WakeResponse } },
+    handler: async (request, reply) => reply.code(202).send(await operators.wake(operator(request), request.params.instance_id)),
+  });
+
+  r.get('/api/v1/agent/savings', {
+    onRequest,
+    schema: { tags: ['savings'], querystring: SavingsQuery, response: { 200: SavingsResponse } },
+    handler: (request) => operators.savings(operator(request), request.query),
   });
 
   r.get('/api/v1/agent/instances/:instance_id/commands', {

@@ -22,6 +22,7 @@ const settings: PolicySettings = {
   offlineAfterSeconds: 90,
   hibernateTimeoutSeconds: 600,
   freshnessSeconds: 30,
+  wakeTimeoutSeconds: 900,
 };
 const fresh: LifecycleFacts = {
   status: 'offline',
@@ -32,6 +33,9 @@ const fresh: LifecycleFacts = {
   hibernateIssuedAt: null,
   onlineSince: null,
   offlineSince: null,
+  providerState: null,
+  wakeRequestedAt: null,
+  savingSince: null,
 };
 
 type Step =
@@ -103,7 +107,7 @@ interface Trace {
 /** Runs one history through the pure policy, checking every promise at every step. */
 function run(steps: readonly Step[]): Trace {
   let facts = fresh;
-  let policy: InstancePolicy = { enabled: true, thresholdMinutes: 1, ignoreGpuProcesses: false };
+  let policy: InstancePolicy = { enabled: true, thresholdMinutes: 1, ignoreGpuProcesses: false, stopsThroughProvider: false, dryRun: false };
   let now = T0;
   // The oracle's own view.
   let postponedUntil = -Infinity;
@@ -198,7 +202,7 @@ function run(steps: readonly Step[]): Trace {
         expect(facts.scheduledAt).toBeNull();
         break;
       case 'policy':
-        policy = { enabled: s.enabled, thresholdMinutes: s.thresholdMinutes, ignoreGpuProcesses: s.ignoreGpuProcesses };
+        policy = { enabled: s.enabled, thresholdMinutes: s.thresholdMinutes, ignoreGpuProcesses: s.ignoreGpuProcesses, stopsThroughProvider: false, dryRun: false };
         apply({ kind: 'policy_changed' });
         if (!policy.enabled) expect(facts.scheduledAt).toBeNull();
         break;

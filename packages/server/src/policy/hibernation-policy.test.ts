@@ -23,8 +23,9 @@ const settings: PolicySettings = {
   offlineAfterSeconds: 90,
   hibernateTimeoutSeconds: 600,
   freshnessSeconds: 30,
+  wakeTimeoutSeconds: 900,
 };
-const policy: InstancePolicy = { enabled: true, thresholdMinutes: 30, ignoreGpuProcesses: false };
+const policy: InstancePolicy = { enabled: true, thresholdMinutes: 30, ignoreGpuProcesses: false, stopsThroughProvider: false, dryRun: false };
 
 const fresh: LifecycleFacts = {
   status: 'offline',
@@ -35,6 +36,9 @@ const fresh: LifecycleFacts = {
   hibernateIssuedAt: null,
   onlineSince: null,
   offlineSince: null,
+  providerState: null,
+  wakeRequestedAt: null,
+  savingSince: null,
 };
 
 /** What a beat says; when it was collected is filled in at the beat's time unless given. */

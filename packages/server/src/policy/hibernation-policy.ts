@@ -1,4 +1,4 @@
-import { judgeIdle, type EventType, type InstanceStatus } from '@dumont/protocol';
+import { judgeIdle, type EventType, type InstanceStatus, type ProviderState } from '@dumont/protocol';
 import type { IdleObservation } from './idle-observation.js';
 
 /**
@@ -21,12 +21,18 @@ export interface PolicySettings {
   hibernateTimeoutSeconds: number;
   /** Facts older than this (agent collection to server receipt) never fire a hibernation. */
   freshnessSeconds: number;
+  /** A woken instance that sends no heartbeat within this long is back to `hibernated`. */
+  wakeTimeoutSeconds: number;
 }
 
 export interface InstancePolicy {
   enabled: boolean;
   thresholdMinutes: number;
   ignoreGpuProcesses: boolean;
+  /** A provider (not `none`) stops the machine after its agent confirmed; `hibernated` waits for it. */
+  stopsThroughProvider: boolean;
+  /** Record `would_hibernate` where a hibernation would fire; nothing is stopped. */
+  dryRun: boolean;
 }
 
 /** The stored facts the policy reads and writes; everything else is derived. */
@@ -43,6 +49,12 @@ export interface LifecycleFacts {
   onlineSince: number | null;
   /** When the instance went offline (its last beat plus the offline window); null unless offline. */
   offlineSince: number | null;
+  /** What the provider last did for this instance; null before its first stop or start. */
+  providerState: ProviderState | null;
+  /** When a wake was requested; null unless `waking`. */
+  wakeRequestedAt: number | null;
+  /** Start of the open saving interval: hibernated now, or dry-run would-hibernate while idle. */
+  savingSince: number | null;
 }
 
 /** The outcome the agent reported for the instance's hibernate command. */
@@ -64,7 +76,10 @@ export type PolicyInput =
   | { kind: 'keep_alive'; until: number }
   | { kind: 'hibernate_now'; reason: string }
   | { kind: 'policy_changed' }
-  | ({ kind: 'hibernate_result' } & HibernateReport);
+  | ({ kind: 'hibernate_result' } & HibernateReport)
+  | { kind: 'wake'; reason: string }
+  /** The provider's final word on a stop or start (retries are the outbox's business). */
+  | { kind: 'provider_result'; action: 'stop' | 'start'; done: boolean; message: string };
 
 export interface PolicyEvent {
   type: EventType;
@@ -81,6 +96,10 @@ export interface Decision {
   closeHibernate: { state: 'expired' | 'cancelled'; detail: string } | null;
   /** Leave the pending hibernate command out of this answer: the beat is busy while its hook runs. */
   withholdHibernate: boolean;
+  /** Queue a provider action now (through the outbox, in this transaction). */
+  providerAction: 'stop' | 'start' | null;
+  /** Withdraw the queued provider stop: the machine is busy again before it was sent. */
+  cancelProviderStop: boolean;
   /** Next time the sweeper must evaluate this instance without a heartbeat; null = never. */
   deadline: number | null;
 }
@@ -115,12 +134,21 @@ export function evaluate(
     case 'hibernate_result':
       step.hibernateResult(input);
       break;
+    case 'wake':
+      step.wake(input.reason);
+      break;
+    case 'provider_result':
+      step.providerResult(input.action, input.done, input.message);
+      break;
   }
   return step.decision();
 }
 
 /** Only silence (offline) and an unanswered hibernate command need the sweeper; firing needs a beat. */
 export function nextDeadline(facts: LifecycleFacts, settings: PolicySettings): number | null {
+  // The agent confirmed; the outbox retries the stop until it succeeds or gives up, then reports here.
+  if (facts.status === 'hibernating' && facts.providerState === 'stopping') return null;
+  if (facts.status === 'waking') return (facts.wakeRequestedAt ?? 0) + settings.wakeTimeoutSeconds * SECOND;
   if (facts.status === 'hibernating') {
     return (facts.hibernateIssuedAt ?? 0) + settings.hibernateTimeoutSeconds * SECOND;
   }
@@ -147,6 +175,9 @@ class Step {
   private issueHibernate = false;
   private closeHibernate: Decision['closeHibernate'] = null;
   private withholdHibernate = false;
+  private providerAction: Decision['providerAction'] = null;
+  private cancelProviderStop = false;
+  private readonly statusBefore: InstanceStatus;
 
   constructor(
     facts: LifecycleFacts,
@@ -155,17 +186,32 @@ class Step {
     private readonly now: number,
   ) {
     this.f = { ...facts };
+    this.statusBefore = facts.status;
   }
 
   decision(): Decision {
+    this.closeSavingInterval();
     return {
       facts: this.f,
       events: this.events,
       issueHibernate: this.issueHibernate,
       closeHibernate: this.closeHibernate,
       withholdHibernate: this.withholdHibernate,
+      providerAction: this.providerAction,
+      cancelProviderStop: this.cancelProviderStop,
       deadline: nextDeadline(this.f, this.settings),
     };
+  }
+
+  /**
+   * Savings are the time spent `hibernated` (the machine stopped), and in dry-run the time an
+   * instance stayed idle after `would_hibernate`. Leaving either closes the interval.
+   */
+  private closeSavingInterval(): void {
+    const { f } = this;
+    if (this.statusBefore === 'hibernated' && f.status !== 'hibernated') f.savingSince = null;
+    if (f.status === 'hibernated' && this.statusBefore !== 'hibernated') f.savingSince = this.now;
+    if (f.status !== 'idle' && f.status !== 'hibernated') f.savingSince = null;
   }
 
   private emit(type: EventType, reason: string, data?: Record<string, unknown>): void {
@@ -184,7 +230,8 @@ class Step {
 
   heartbeat(obs: IdleObservation, report: HibernateReport | null, hold: string | null): void {
     const { f, now } = this;
-    if (report !== null && f.status === 'hibernated') {
+    const stopping = f.status === 'hibernating' && f.providerState === 'stopping';
+    if (report !== null && (f.status === 'hibernated' || stopping)) {
       // The agent re-sent the result that hibernated the instance (its answer was lost): a copy of a
       // report already applied, not a sign of life.
       return;
@@ -199,9 +246,12 @@ class Step {
     }
 
     const previousBeat = f.lastHeartbeatAt;
-    const wasAway = f.status === 'offline' || f.status === 'hibernated';
+    const wasAway = f.status === 'offline' || f.status === 'hibernated' || f.status === 'waking';
     if (f.status === 'hibernated') {
       this.emit('woke', 'heartbeat received from a hibernated instance');
+    } else if (f.status === 'waking') {
+      this.emit('woke', `first heartbeat ${Math.round((now - (f.wakeRequestedAt ?? now)) / SECOND)} s after the wake request`);
+      f.wakeRequestedAt = null;
     } else if (f.status === 'offline') {
       this.emit(
         'online',
@@ -223,7 +273,9 @@ class Step {
       // since the command was issued.
       const quietSince = f.idleSince ?? f.hibernateIssuedAt;
       const freshActivity = obs.lastActivityAt !== null && quietSince !== null && Math.min(obs.lastActivityAt, now) > quietSince;
-      this.whileHibernating(obs, verdict.idle ? (freshActivity ? 'the agent reported recent activity (last_activity)' : null) : verdict.reason);
+      const busyReason = verdict.idle ? (freshActivity ? 'the agent reported recent activity (last_activity)' : null) : verdict.reason;
+      if (stopping) this.whileStopping(busyReason);
+      else this.whileHibernating(obs, busyReason);
       return;
     }
 
@@ -281,6 +333,23 @@ class Step {
     f.hibernateIssuedAt = null;
   }
 
+  /**
+   * A beat after the agent confirmed, while the provider stop waits in the outbox (a provider that is
+   * down is retried for hours, and the agent's quiet period ends long before). Someone using the
+   * machine again withdraws the stop; a stop already on the wire cannot be, and its outcome decides.
+   */
+  private whileStopping(busyReason: string | null): void {
+    if (busyReason === null) return;
+    const { f } = this;
+    this.cancelProviderStop = true;
+    this.emit('hibernation_cancelled', `activity: ${busyReason}; the provider stop was withdrawn`);
+    f.status = 'active';
+    f.idleSince = null;
+    f.scheduledAt = null;
+    f.hibernateIssuedAt = null;
+    f.providerState = null;
+  }
+
   /** Schedules, keeps or cancels the hibernation of an idle instance, then fires it when due. */
   private reconsiderSchedule(activityReason: string | null, hold: string | null, fresh: boolean): void {
     const { f, now } = this;
@@ -310,6 +379,22 @@ class Step {
   private fireIfDue(): void {
     const { f, now } = this;
     if (f.scheduledAt === null || now < f.scheduledAt) return;
+    if (this.policy.dryRun) {
+      // Everything up to the moment of hibernation ran as usual; from here nothing is stopped.
+      const idleFor = f.idleSince === null ? 0 : Math.floor((now - f.idleSince) / SECOND);
+      this.emit('would_hibernate', `dry-run: idle for ${idleFor} s (threshold ${this.policy.thresholdMinutes} min); nothing was stopped`, {
+        idle_seconds: idleFor,
+        threshold_minutes: this.policy.thresholdMinutes,
+        idle_utilization_percent: this.settings.idleUtilizationPercent,
+        idle_since: f.idleSince === null ? null : new Date(f.idleSince).toISOString(),
+      });
+      f.scheduledAt = null;
+      if (f.status === 'idle') {
+        f.idleSince = now;
+        f.savingSince ??= now;
+      }
+      return;
+    }
     f.status = 'hibernating';
     f.scheduledAt = null;
     f.hibernateIssuedAt = now;
@@ -318,6 +403,15 @@ class Step {
 
   tick(): void {
     const { f, now, settings } = this;
+    if (f.status === 'waking') {
+      if (f.wakeRequestedAt !== null && now >= f.wakeRequestedAt + settings.wakeTimeoutSeconds * SECOND) {
+        this.emit('wake_failed', `no heartbeat within ${settings.wakeTimeoutSeconds} s of the wake request`);
+        f.status = 'hibernated';
+        f.wakeRequestedAt = null;
+      }
+      return;
+    }
+    if (f.status === 'hibernating' && f.providerState === 'stopping') return;
     if (f.status === 'hibernating') {
       if (f.hibernateIssuedAt !== null && now >= f.hibernateIssuedAt + settings.hibernateTimeoutSeconds * SECOND) {
         const why = `no result for the hibernate command within ${settings.hibernateTimeoutSeconds} s; nothing was stopped`;
@@ -369,7 +463,15 @@ class Step {
 
   hibernateResult(report: HibernateReport): void {
     const { f } = this;
-    if (f.status !== 'hibernating') return;
+    if (f.status !== 'hibernating' || f.providerState === 'stopping') return;
+    if (report.succeeded && this.policy.stopsThroughProvider && !this.policy.dryRun) {
+      // The agent saved its state; the machine is stopped only when the provider says so.
+      f.providerState = 'stopping';
+      f.idleSince = null;
+      f.scheduledAt = null;
+      this.providerAction = 'stop';
+      return;
+    }
     if (report.succeeded) {
       f.status = 'hibernated';
       f.idleSince = null;
@@ -379,6 +481,62 @@ class Step {
       this.emit('hibernated', 'the agent saved its state and confirmed the hibernate command', { detail: report.detail });
     } else {
       this.backUnderWatch(`the hibernate command failed: ${report.detail}`);
+    }
+  }
+
+  /** A wake request (the route refuses one unless `hibernated`): start through the provider, then wait for a beat. */
+  wake(reason: string): void {
+    const { f, now } = this;
+    if (f.status !== 'hibernated') return;
+    f.status = 'waking';
+    f.wakeRequestedAt = now;
+    this.emit('wake_requested', reason);
+    if (this.policy.stopsThroughProvider) {
+      f.providerState = 'starting';
+      this.providerAction = 'start';
+    }
+  }
+
+  /**
+   * The provider's final outcome. A successful stop makes the instance `hibernated` whatever it
+   * became meanwhile (a stop already on the wire when activity withdrew it): the machine is stopped.
+   */
+  providerResult(action: 'stop' | 'start', done: boolean, message: string): void {
+    const { f } = this;
+    if (action === 'stop') {
+      const wasStopping = f.status === 'hibernating' && f.providerState === 'stopping';
+      if (done) {
+        f.providerState = 'stopped';
+        if (f.status === 'hibernated' || f.status === 'waking') return;
+        // Not stopping any more: activity withdrew the stop while it was on the wire. A hibernate
+        // command issued since has nothing left to do.
+        if (f.status === 'hibernating' && !wasStopping) this.closeHibernate = { state: 'cancelled', detail: 'the provider stopped the machine' };
+        f.status = 'hibernated';
+        f.idleSince = null;
+        f.scheduledAt = null;
+        f.hibernateIssuedAt = null;
+        f.onlineSince = null;
+        this.emit(
+          'hibernated',
+          wasStopping
+            ? 'the agent saved its state and the provider stopped the machine'
+            : 'the provider stopped the machine: the stop was already sent when activity withdrew it',
+        );
+        return;
+      }
+      f.providerState = 'stop_failed';
+      if (wasStopping) this.backUnderWatch(`the provider could not stop the machine: ${message}`);
+      return;
+    }
+    if (done) {
+      f.providerState = 'running';
+      return;
+    }
+    f.providerState = 'start_failed';
+    if (f.status === 'waking') {
+      this.emit('wake_failed', `the provider could not start the machine: ${message}`);
+      f.status = 'hibernated';
+      f.wakeRequestedAt = null;
     }
   }
 

@@ -1,7 +1,7 @@
 import { sql, type Kysely } from 'kysely';
 import { QueryTemplates } from './query-templates.js';
-import type { Database, CommandRow, InstanceUpdate, NewEventRow, NewInstanceRow } from './schema.js';
-import { LIFECYCLE_COLUMNS, type ApiKeyRow, type FleetRepository, type InstanceListQuery } from './store.js';
+import type { Database, CommandRow, InstanceUpdate, NewEventRow, NewInstanceRow, NewSavingsRow, OutboxRow } from './schema.js';
+import { LIFECYCLE_COLUMNS, type ApiKeyRow, type FleetRepository, type InstanceListQuery, type SavingsQuery } from './store.js';
 
 const SUMMARY_COLUMNS = [
   'instance_id',
@@ -173,6 +173,85 @@ export class KyselyRepository implements FleetRepository {
       .where('state', 'in', fromStates)
       .executeTakeFirst();
     return Number(result.numUpdatedRows) === 1;
+  }
+
+  async insertOutbox(rows: OutboxRow[]) {
+    if (rows.length > 0) await this.db.insertInto('outbox').values(rows).execute();
+  }
+
+  async claimOutbox(now: number, claimer: string, claimedUntil: number, limit: number) {
+    // `state = 'pending'` as a literal: it is the predicate of the partial index outbox_due.
+    let due = this.db
+      .selectFrom('outbox')
+      .select('id')
+      .where(sql<boolean>`state = 'pending'`)
+      .where('due_at', '<=', now)
+      .where((eb) => eb.or([eb('claimed_until', 'is', null), eb('claimed_until', '<=', now)]))
+      .orderBy('due_at')
+      .limit(limit);
+    if (this.rowLocks) due = due.forUpdate().skipLocked();
+    const ids = (await due.execute()).map((r) => r.id);
+    if (ids.length === 0) return [];
+    return this.db
+      .updateTable('outbox')
+      .set({ claimed_by: claimer, claimed_until: claimedUntil, attempts: sql<number>`attempts + 1` })
+      .where('id', 'in', ids)
+      .returningAll()
+      .execute();
+  }
+
+  async finishOutbox(id: string, claimer: string, patch: Partial<OutboxRow>) {
+    const result = await this.db
+      .updateTable('outbox')
+      .set(patch)
+      .where('id', '=', id)
+      .where('claimed_by', '=', claimer)
+      .where('state', '=', 'pending')
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows) === 1;
+  }
+
+  async cancelOutbox(instanceId: number, kind: string, now: number) {
+    const pending = this.db
+      .updateTable('outbox')
+      .where('instance_id', '=', instanceId)
+      .where('kind', '=', kind)
+      .where(sql<boolean>`state = 'pending'`);
+    const cancelled = await pending
+      .set({ state: 'cancelled', completed_at: now, claimed_by: null, claimed_until: null })
+      .where((eb) => eb.or([eb('claimed_until', 'is', null), eb('claimed_until', '<=', now)]))
+      .executeTakeFirst();
+    const flagged = await pending.set({ cancel_requested: 1 }).where('claimed_until', '>', now).executeTakeFirst();
+    return { cancelled: Number(cancelled.numUpdatedRows), inFlight: Number(flagged.numUpdatedRows) };
+  }
+
+  async listOutbox(instanceId: number) {
+    return this.db.selectFrom('outbox').selectAll().where('instance_id', '=', instanceId).orderBy('created_at').orderBy('id').execute();
+  }
+
+  async getOutbox(id: string) {
+    return this.db.selectFrom('outbox').selectAll().where('id', '=', id).executeTakeFirst();
+  }
+
+  async insertSavings(row: NewSavingsRow) {
+    await this.db.insertInto('savings').values(row).execute();
+  }
+
+  async listSavings(query: SavingsQuery) {
+    let q = this.db.selectFrom('savings').selectAll().where('ended_at', '>', query.from).where('started_at', '<', query.to);
+    if (query.owner !== null) q = q.where('owner', '=', query.owner);
+    if (query.instanceId !== undefined) q = q.where('instance_id', '=', query.instanceId);
+    return q.orderBy('id').execute();
+  }
+
+  async listOpenSavings(query: Omit<SavingsQuery, 'from' | 'to'>) {
+    let q = this.db
+      .selectFrom('instances')
+      .select(['instance_id', 'owner', 'hostname', 'status', 'saving_since', 'gpu_count', 'price_per_hour'])
+      .where('saving_since', 'is not', null);
+    if (query.owner !== null) q = q.where('owner', '=', query.owner);
+    if (query.instanceId !== undefined) q = q.where('instance_id', '=', query.instanceId);
+    return q.orderBy('instance_id').execute();
   }
 
   async findApiKey(keyHash: string) {

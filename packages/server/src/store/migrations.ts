@@ -123,6 +123,74 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
       },
     },
+    '0003_providers_outbox_savings': {
+      async up(db: Kysely<any>) {
+        for (const [column, type] of [
+          ['provider', 'text'],
+          ['provider_instance_id', 'text'],
+          ['price_per_hour', 'double precision'],
+          ['provider_state', 'text'],
+          ['provider_error', 'text'],
+          ['provider_updated_at', 'bigint'],
+          ['wake_requested_at', 'bigint'],
+          ['saving_since', 'bigint'],
+        ] as const) {
+          await db.schema.alterTable('instances').addColumn(column, type).execute();
+        }
+        await db.schema.alterTable('instances').addColumn('dry_run', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+
+        // Calls to the outside (provider stop/start, notifications), written in the transaction that
+        // needs them and sent by a worker in every server process: nothing is lost by a crash, and a
+        // claim (claimed_until) keeps two replicas from sending the same row at once.
+        await db.schema
+          .createTable('outbox')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('instance_id', 'bigint', (c) => c.notNull().references('instances.instance_id').onDelete('cascade'))
+          .addColumn('kind', 'text', (c) => c.notNull())
+          .addColumn('target', 'text', (c) => c.notNull())
+          .addColumn('payload_json', 'text', (c) => c.notNull())
+          .addColumn('state', 'text', (c) => c.notNull())
+          .addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('created_at', 'bigint', (c) => c.notNull())
+          .addColumn('due_at', 'bigint', (c) => c.notNull())
+          .addColumn('claimed_by', 'text')
+          .addColumn('claimed_until', 'bigint')
+          .addColumn('cancel_requested', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('last_error', 'text')
+          .addColumn('completed_at', 'bigint')
+          .execute();
+        // Workers read only what is pending; done rows never slow a claim.
+        await db.schema
+          .createIndex('outbox_due')
+          .on('outbox')
+          .column('due_at')
+          .where(sql<boolean>`state = 'pending'`)
+          .execute();
+        await db.schema
+          .createIndex('outbox_instance_pending')
+          .on('outbox')
+          .columns(['instance_id', 'kind'])
+          .where(sql<boolean>`state = 'pending'`)
+          .execute();
+
+        // Closed hibernated (and dry-run would-hibernate) intervals; the open one is instances.saving_since.
+        await db.schema
+          .createTable('savings')
+          .addColumn('id', dialect === 'postgres' ? 'bigserial' : 'integer', (c) =>
+            dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement(),
+          )
+          .addColumn('instance_id', 'bigint', (c) => c.notNull().references('instances.instance_id').onDelete('cascade'))
+          .addColumn('owner', 'text', (c) => c.notNull())
+          .addColumn('kind', 'text', (c) => c.notNull())
+          .addColumn('started_at', 'bigint', (c) => c.notNull())
+          .addColumn('ended_at', 'bigint', (c) => c.notNull())
+          .addColumn('gpu_count', 'integer', (c) => c.notNull())
+          .addColumn('price_per_hour', 'double precision')
+          .execute();
+        await db.schema.createIndex('savings_owner_end').on('savings').columns(['owner', 'ended_at']).execute();
+        await db.schema.createIndex('savings_instance_end').on('savings').columns(['instance_id', 'ended_at']).execute();
+      },
+    },
   };
 }
 

@@ -10,6 +10,42 @@ export interface Database {
   commands: CommandsTable;
   events: EventsTable;
   instance_counts: InstanceCountsTable;
+  outbox: OutboxTable;
+  savings: SavingsTable;
+}
+
+export interface OutboxTable {
+  id: string;
+  instance_id: number;
+  /** `stop` | `start` (a provider action) or `notify`. */
+  kind: string;
+  /** The provider's name, or `notify`. */
+  target: string;
+  payload_json: string;
+  /** `pending` → `done` | `failed` | `cancelled`. */
+  state: string;
+  attempts: number;
+  created_at: number;
+  due_at: number;
+  claimed_by: string | null;
+  /** A claim older than this is abandoned (its process died) and may be taken again. */
+  claimed_until: number | null;
+  /** Set when activity asked to cancel a stop that was already being sent. */
+  cancel_requested: number;
+  last_error: string | null;
+  completed_at: number | null;
+}
+
+export interface SavingsTable {
+  id: Generated<number>;
+  instance_id: number;
+  owner: string;
+  /** `hibernated` (the machine was stopped) or `would` (dry-run). */
+  kind: string;
+  started_at: number;
+  ended_at: number;
+  gpu_count: number;
+  price_per_hour: number | null;
 }
 
 /** Maintained by triggers (see migrations.ts); read-only for the application. */
@@ -62,6 +98,18 @@ export interface InstancesTable {
   open_commands: number;
   /** Bumped by every write; updates are compare-and-set on it. */
   version: number;
+  /** null = the server default (DUMONT_PROVIDER). */
+  provider: string | null;
+  /** null = the instance id. */
+  provider_instance_id: string | null;
+  price_per_hour: number | null;
+  dry_run: number;
+  provider_state: string | null;
+  provider_error: string | null;
+  provider_updated_at: number | null;
+  wake_requested_at: number | null;
+  /** Start of the open hibernated (or dry-run would-hibernate) interval; null when none is open. */
+  saving_since: number | null;
 }
 
 export interface ApiKeysTable {
@@ -102,6 +150,9 @@ export type InstanceUpdate = Updateable<InstancesTable>;
 export type CommandRow = Selectable<CommandsTable>;
 export type EventRow = Selectable<EventsTable>;
 export type NewEventRow = Insertable<EventsTable>;
+export type OutboxRow = Selectable<OutboxTable>;
+export type SavingsRow = Selectable<SavingsTable>;
+export type NewSavingsRow = Insertable<SavingsTable>;
 
 /** A freshly registered instance: never seen, so `offline`, hibernation on with the server's threshold. */
 export function newInstanceRow(
@@ -119,6 +170,7 @@ export function newInstanceRow(
     collector_errors_json: '[]',
     open_commands: 0,
     version: 0,
+    dry_run: 0,
     ...fields,
   };
 }

@@ -1,4 +1,4 @@
-import type { CommandRow, EventRow, InstanceRow, InstanceUpdate, NewEventRow, NewInstanceRow } from './schema.js';
+import type { CommandRow, EventRow, InstanceRow, InstanceUpdate, NewEventRow, NewInstanceRow, NewSavingsRow, OutboxRow, SavingsRow } from './schema.js';
 
 /**
  * The one store contract. The fleet service talks only to this; `sqlite-store.ts` and
@@ -40,6 +40,29 @@ export interface FleetRepository {
   /** Conditional: changes the command only while its state is one of `fromStates`. */
   updateCommand(commandId: string, fromStates: readonly string[], patch: Partial<CommandRow>): Promise<boolean>;
 
+  insertOutbox(rows: OutboxRow[]): Promise<void>;
+  /**
+   * Takes up to `limit` pending rows that are due and not held by a live claim: each is marked as
+   * claimed by `claimer` until `claimedUntil` and its attempt counted. Call inside a transaction; on
+   * PostgreSQL concurrent claimers skip each other's rows (FOR UPDATE SKIP LOCKED).
+   */
+  claimOutbox(now: number, claimer: string, claimedUntil: number, limit: number): Promise<OutboxRow[]>;
+  /** Records an attempt's outcome: only while `claimer` still holds the row and it is pending. */
+  finishOutbox(id: string, claimer: string, patch: Partial<OutboxRow>): Promise<boolean>;
+  /**
+   * Cancels the instance's pending rows of `kind` that no live claim holds; rows being sent right now
+   * are flagged instead (`cancel_requested`), so that a failure is not retried.
+   */
+  cancelOutbox(instanceId: number, kind: string, now: number): Promise<{ cancelled: number; inFlight: number }>;
+  listOutbox(instanceId: number): Promise<OutboxRow[]>;
+  getOutbox(id: string): Promise<OutboxRow | undefined>;
+
+  insertSavings(row: NewSavingsRow): Promise<void>;
+  /** Closed intervals that overlap [from, to), for one owner (null = all) or one instance. */
+  listSavings(query: SavingsQuery): Promise<SavingsRow[]>;
+  /** Instances with an open interval (hibernated now, or dry-run would-hibernate). */
+  listOpenSavings(query: Omit<SavingsQuery, 'from' | 'to'>): Promise<OpenSavingsRow[]>;
+
   findApiKey(keyHash: string): Promise<ApiKeyRow | undefined>;
   insertApiKey(row: ApiKeyRow): Promise<void>;
   countAdminKeys(): Promise<number>;
@@ -77,6 +100,15 @@ export const LIFECYCLE_COLUMNS = [
   'agent_timestamp_ms',
   'open_commands',
   'version',
+  'hostname',
+  'gpu_count',
+  'provider',
+  'provider_instance_id',
+  'price_per_hour',
+  'dry_run',
+  'provider_state',
+  'wake_requested_at',
+  'saving_since',
 ] as const satisfies readonly (keyof InstanceRow)[];
 
 export type LifecycleRow = Pick<InstanceRow, (typeof LIFECYCLE_COLUMNS)[number]>;
@@ -106,6 +138,16 @@ export type InstanceSummaryRow = Pick<
   | 'gpu_count'
   | 'scheduled_at'
 >;
+
+export interface SavingsQuery {
+  /** null = every owner (admin). */
+  owner: string | null;
+  instanceId?: number | undefined;
+  from: number;
+  to: number;
+}
+
+export type OpenSavingsRow = Pick<InstanceRow, 'instance_id' | 'owner' | 'hostname' | 'status' | 'saving_since' | 'gpu_count' | 'price_per_hour'>;
 
 export interface ApiKeyRow {
   key_hash: string;

@@ -12,8 +12,6 @@ export class TestServer {
   readonly adminKey = `dmk_test_${randomBytes(16).toString('hex')}`;
   server!: RunningServer;
   readonly config: ServerConfig;
-  /** Instances the provider seam was asked to stop, in order. */
-  readonly stopped: number[] = [];
 
   constructor(
     private readonly openStore: () => Promise<FleetStore>,
@@ -38,7 +36,8 @@ export class TestServer {
       logger: false,
       store: await this.openStore(),
       sweep: false,
-      provider: { hibernated: async (instanceId) => void this.stopped.push(instanceId) },
+      outbox: false,
+      random: () => 0.5,
     });
     return this;
   }
@@ -55,6 +54,17 @@ export class TestServer {
 
   sweep(): Promise<number> {
     return this.server.sweeper.sweep();
+  }
+
+  /** Sends everything due in the outbox (provider actions, notifications) and records the outcomes. */
+  drainOutbox(): Promise<number> {
+    return this.server.outbox.drain();
+  }
+
+  /** The event types of one instance, oldest first. */
+  async eventTypes(instanceId: number): Promise<string[]> {
+    const res = await this.request('GET', `/api/v1/agent/instances/${instanceId}/events?limit=1000`);
+    return (res.json.events as { type: string }[]).map((e) => e.type).reverse();
   }
 
   async request(method: string, path: string, options: { token?: string | null; body?: unknown; headers?: Record<string, string> } = {}) {
