@@ -50,6 +50,8 @@ export interface ServerConfig extends PolicySettings {
   notifyFormat: 'standard' | 'slack';
   /** How people reach this server (the keep-alive command in notifications); default from host and port. */
   publicUrl: string;
+  /** DUMONT_PUBLIC_URL was given (otherwise the listening address is used once known). */
+  publicUrlSet: boolean;
   /** How often each process looks for due outbox rows. */
   outboxPollMs: number;
 }
@@ -136,6 +138,7 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     notifyUrl: url(env, 'DUMONT_NOTIFY_URL'),
     notifySecret: env.DUMONT_NOTIFY_SECRET?.trim() || undefined,
     notifyFormat,
+    publicUrlSet: url(env, 'DUMONT_PUBLIC_URL') !== undefined,
     publicUrl: (url(env, 'DUMONT_PUBLIC_URL') ?? `http://${host.includes(':') ? `[${host}]` : host}:${port}`).replace(/\/+$/, ''),
     outboxPollMs: number(env, 'DUMONT_OUTBOX_POLL_MS', 1000, (n) => n >= 10, 'at least 10 ms'),
   };

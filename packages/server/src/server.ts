@@ -39,14 +39,10 @@ export async function startServer(
   const clock = options.clock ?? systemClock;
   // Misconfigured providers or notifications stop the start-up, before anything is opened.
   const providers = Providers.fromConfig(config);
-  const notifier = config.notifyUrl
-    ? new Notifier({
-        url: config.notifyUrl,
-        secret: config.notifySecret === undefined ? null : parseWebhookSecret(config.notifySecret, 'DUMONT_NOTIFY_SECRET'),
-        format: config.notifyFormat,
-        publicUrl: config.publicUrl,
-      })
-    : null;
+  const notifySecret = config.notifySecret === undefined ? null : parseWebhookSecret(config.notifySecret, 'DUMONT_NOTIFY_SECRET');
+  const notifierFor = (publicUrl: string) =>
+    config.notifyUrl ? new Notifier({ url: config.notifyUrl, secret: notifySecret, format: config.notifyFormat, publicUrl }) : null;
+  notifierFor(config.publicUrl); // built once now: a malformed URL stops the start-up
   const store = options.store ?? (await openStore(config.databaseUrl, { durability: config.fsync === 'always' ? 'always' : 'transitions' }));
   if (!config.adminKey) {
     const created = await ensureAdminKey(store, config.dataDir, clock.now());
@@ -62,8 +58,10 @@ export async function startServer(
   const app = await buildApp({ store, clock, config, massSilence, providers, logger: options.logger ?? true });
   log = app.log;
   const sweeper = new Sweeper(store, clock, config, (error) => app.log.error({ err: error }, 'sweep failed'), massSilence);
-  const outbox = new OutboxWorker(store, clock, config, providers, notifier, (level, message, data) => app.log[level](data, message), options.random);
   const address = await app.listen({ host: config.host, port: config.port });
+  // Notifications name this server in the keep-alive command they suggest: its real address by default.
+  const notifier = notifierFor(config.publicUrlSet ? config.publicUrl : address);
+  const outbox = new OutboxWorker(store, clock, config, providers, notifier, (level, message, data) => app.log[level](data, message), options.random);
   if (options.sweep ?? true) sweeper.start();
   if (options.outbox ?? options.sweep ?? true) outbox.start();
   return {

@@ -263,8 +263,8 @@ export class OperatorService {
     if (to <= from) throw new DumontError('invalid_request', 'to: must be after from', 'to');
     const owner = operator.admin ? null : operator.owner;
     const [closed, open] = await Promise.all([this.store.listSavings({ owner, from, to }), this.store.listOpenSavings({ owner })]);
-    const hostnames = new Map(open.map((r) => [r.instance_id, r.hostname] as const));
     const perInstance = sumSavings([...closed, ...openIntervals(open, now)], from, to);
+    const hostnames = await this.store.hostnamesOf([...perInstance.keys()]);
     const instances = [...perInstance.entries()]
       .sort(([a], [b]) => a - b)
       .map(([instanceId, figures]) => ({ instance_id: instanceId, hostname: hostnames.get(instanceId) ?? null, ...figures }));

@@ -254,6 +254,19 @@ export class KyselyRepository implements FleetRepository {
     return q.orderBy('instance_id').execute();
   }
 
+  async hostnamesOf(instanceIds: readonly number[]) {
+    const names = new Map<number, string | null>();
+    for (let i = 0; i < instanceIds.length; i += 500) {
+      const rows = await this.db
+        .selectFrom('instances')
+        .select(['instance_id', 'hostname'])
+        .where('instance_id', 'in', instanceIds.slice(i, i + 500))
+        .execute();
+      for (const row of rows) names.set(row.instance_id, row.hostname);
+    }
+    return names;
+  }
+
   async findApiKey(keyHash: string) {
     return this.db.selectFrom('api_keys').selectAll().where('key_hash', '=', keyHash).executeTakeFirst();
   }

@@ -62,6 +62,7 @@ export interface FleetRepository {
   listSavings(query: SavingsQuery): Promise<SavingsRow[]>;
   /** Instances with an open interval (hibernated now, or dry-run would-hibernate). */
   listOpenSavings(query: Omit<SavingsQuery, 'from' | 'to'>): Promise<OpenSavingsRow[]>;
+  hostnamesOf(instanceIds: readonly number[]): Promise<Map<number, string | null>>;
 
   findApiKey(keyHash: string): Promise<ApiKeyRow | undefined>;
   insertApiKey(row: ApiKeyRow): Promise<void>;
