@@ -231,12 +231,14 @@ class Step {
   heartbeat(obs: IdleObservation, report: HibernateReport | null, hold: string | null): void {
     const { f, now } = this;
     const stopping = f.status === 'hibernating' && f.providerState === 'stopping';
-    if (report !== null && (f.status === 'hibernated' || stopping)) {
+    if (report !== null && f.status === 'hibernated') {
       // The agent re-sent the result that hibernated the instance (its answer was lost): a copy of a
       // report already applied, not a sign of life.
       return;
     }
-    if (report !== null && f.status === 'hibernating') {
+    // While the stop waits, a re-sent result is a copy too, but the facts beside it describe the
+    // machine now: they are judged below, and a busy machine withdraws the stop.
+    if (report !== null && f.status === 'hibernating' && !stopping) {
       this.hibernateResult(report);
       if (report.succeeded) {
         // The beat that reports success describes the machine while its hook ran; it is not judged.
