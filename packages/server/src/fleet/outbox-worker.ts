@@ -194,6 +194,7 @@ export class OutboxWorker {
           data,
         });
         await this.absorbResult(repo, write, action, true, '');
+        write.patch.provider_error = null;
       } else if (current.cancel_requested === 1) {
         await repo.finishOutbox(row.id, this.id, { state: 'cancelled', completed_at: now, claimed_until: null, last_error: outcome.message });
         write.events.push({
