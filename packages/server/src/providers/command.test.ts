@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCommandProvider, parseCommandLine } from './command.js';
+import { commandEnvironment } from './registry.js';
 import type { ProviderAction, ProviderOutcome } from './provider.js';
 
 const stop: ProviderAction = {
@@ -254,5 +255,38 @@ describe('parseCommandLine', () => {
     ['a NUL character', '["aws", "a\\u0000b"]'],
   ])('refuses a JSON array with %s, naming the variable', (_what, value) => {
     expect(() => parseCommandLine(value, 'DUMONT_PROVIDER_START_COMMAND')).toThrow(/^DUMONT_PROVIDER_START_COMMAND: /);
+  });
+});
+
+describe('the environment the configured command provider runs with', () => {
+  let envDir: string;
+  beforeAll(() => {
+    envDir = mkdtempSync(join(tmpdir(), 'dumont-command-env-'));
+  });
+  afterAll(() => rmSync(envDir, { recursive: true, force: true }));
+
+  it("keeps the cloud CLI's variables and drops the server's own secrets", async () => {
+    const out = join(envDir, 'env.txt');
+    const path = join(envDir, 'dump-env');
+    writeFileSync(path, `#!/bin/sh\nenv > "${out}"\n`);
+    chmodSync(path, 0o755);
+    const provider = createCommandProvider({
+      stop: [path],
+      start: null,
+      env: commandEnvironment({
+        PATH: process.env.PATH,
+        AWS_PROFILE: 'fleet',
+        DUMONT_ADMIN_KEY: 'dmk_admin_secret_1',
+        DUMONT_VAST_API_KEY: 'vast_secret_2',
+        DUMONT_WEBHOOK_SECRET: 'whsec_c2VjcmV0Mw==',
+        DUMONT_NOTIFY_SECRET: 'whsec_c2VjcmV0NA==',
+        DUMONT_DATABASE_URL: 'postgres://user:secret5@db/dumont',
+      }),
+    });
+    expect(await provider.execute(stop, 5_000)).toEqual({ ok: true });
+    const seen = readFileSync(out, 'utf8');
+    expect(seen).toContain('AWS_PROFILE=fleet');
+    expect(seen).toContain('DUMONT_PROVIDER_INSTANCE_ID=i-0abc123');
+    for (const secret of ['dmk_admin_secret_1', 'vast_secret_2', 'c2VjcmV0Mw', 'c2VjcmV0NA', 'secret5']) expect(seen).not.toContain(secret);
   });
 });

@@ -5,6 +5,16 @@ import { parseWebhookSecret } from './standard-webhooks.js';
 import { createVastProvider } from './vast.js';
 import { createWebhookProvider } from './webhook.js';
 
+/** The server's own secrets: a stop command (a cloud CLI, a script) has no use for them. */
+const SERVER_SECRETS = ['DUMONT_ADMIN_KEY', 'DUMONT_VAST_API_KEY', 'DUMONT_WEBHOOK_SECRET', 'DUMONT_NOTIFY_SECRET', 'DUMONT_DATABASE_URL'];
+
+/** The environment a provider command runs with: the server's, less its secrets. */
+export function commandEnvironment(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const copy = { ...env };
+  for (const name of SERVER_SECRETS) delete copy[name];
+  return copy;
+}
+
 /**
  * The providers this server is configured for, by name. `none` always; the others when their
  * settings are present. An instance may name only one of these.
@@ -30,6 +40,7 @@ export class Providers {
         createCommandProvider({
           stop: parseCommandLine(config.providerStopCommand, 'DUMONT_PROVIDER_STOP_COMMAND'),
           start: config.providerStartCommand === undefined ? null : parseCommandLine(config.providerStartCommand, 'DUMONT_PROVIDER_START_COMMAND'),
+          env: commandEnvironment(),
         }),
       );
     } else if (config.providerStartCommand !== undefined) {
