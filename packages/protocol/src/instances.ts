@@ -136,7 +136,8 @@ export const KeepAliveResponse = Type.Object({
 export type KeepAliveResponse = Static<typeof KeepAliveResponse>;
 
 export const PROVIDER_NAME_PATTERN = '^[a-z][a-z0-9_-]{0,31}$';
-export const PROVIDER_INSTANCE_ID_PATTERN = '^[A-Za-z0-9_.-]{1,128}$';
+/** Letters, digits, `_`, `.`, `-`; never `.` or `..`, which are path segments, not ids. */
+export const PROVIDER_INSTANCE_ID_PATTERN = '^(?!\\.{1,2}$)[A-Za-z0-9_.-]{1,128}$';
 export const MAX_PRICE_PER_HOUR = 10_000;
 
 /** How the machine is stopped and started, and what it costs: set at registration or by PATCH. */

@@ -251,6 +251,7 @@ export function describeValidationError(error: ErrorObject | undefined, field: s
   if (!error) return `${field}: invalid`;
   if (error.keyword === 'required') return `${field}: is required`;
   if (error.keyword === 'additionalProperties') return `${field}: unknown field`;
+  if (error.keyword === 'minProperties') return `${field}: nothing to change; give at least one field`;
   if (error.keyword === 'anyOf' || error.keyword === 'type') {
     return `${field}: ${error.message ?? 'has the wrong type'}`;
   }
