@@ -133,6 +133,7 @@ export class HeartbeatService {
       decision.closeHibernate === null &&
       decision.providerAction === null &&
       !decision.cancelProviderStop &&
+      !decision.cancelProviderStart &&
       decision.events.length === 0 &&
       decision.facts.status === row.status;
     if (!plain) return null;

@@ -172,6 +172,7 @@ export class InstanceWrite {
     }
     if (decision.providerAction === 'stop') this.queueProviderAction('stop', 'the agent saved its state and confirmed the hibernate command');
     if (decision.providerAction === 'start') this.queueProviderAction('start', 'wake requested');
+    if (decision.cancelProviderStart) await repo.cancelOutbox(this.row.instance_id, 'start', this.now);
     if (decision.cancelProviderStop) {
       const { inFlight } = await repo.cancelOutbox(this.row.instance_id, 'stop', this.now);
       if (inFlight > 0) {
@@ -231,12 +232,14 @@ export class InstanceWrite {
   private closedSaving(): NewSavingsRow | null {
     const since = this.row.saving_since;
     if (since === null || this.facts.savingSince === since) return null;
+    const kind = this.row.status === 'hibernated' ? 'hibernated' : 'would';
     return {
       instance_id: this.row.instance_id,
       owner: this.row.owner,
-      kind: this.row.status === 'hibernated' ? 'hibernated' : 'would',
+      kind,
       started_at: since,
-      ended_at: this.now,
+      // A dry-run stretch ends with the last beat that saw the machine idle, not when silence was noticed.
+      ended_at: kind === 'would' ? Math.max(since, Math.min(this.now, this.facts.lastHeartbeatAt ?? this.now)) : this.now,
       gpu_count: this.row.gpu_count,
       price_per_hour: this.row.price_per_hour,
     };

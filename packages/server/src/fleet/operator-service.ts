@@ -30,7 +30,7 @@ import { newInstanceRow, type CommandRow, type InstanceRow, type InstanceUpdate 
 import type { FleetRepository, FleetStore } from '../store/store.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
 import { Providers } from '../providers/registry.js';
-import { eventRows, idleRuleOfRow, InstanceWrite, policyOf } from './lifecycle-rows.js';
+import { eventRows, factsPatch, idleRuleOfRow, InstanceWrite, policyOf } from './lifecycle-rows.js';
 import { openIntervals, sumSavings, totalOf, noSavings } from './savings.js';
 import type { MassSilenceGuard } from './mass-silence.js';
 import { canSee, type Operator } from './principal.js';
@@ -98,16 +98,22 @@ export class OperatorService {
         // A re-register rotates the token; the instance changes hands only when an admin names a new owner.
         const owner = operator.admin && request.owner !== undefined ? request.owner : existing.owner;
         const moved = owner !== existing.owner;
-        const patch: InstanceUpdate = { ...providerColumns(request), agent_token_hash: tokenHash };
-        if (moved) patch.owner = owner;
-        if (request.hostname !== undefined) patch.hostname = request.hostname;
-        await repo.updateInstance(existing.instance_id, existing.version, patch);
+        const write = new InstanceWrite(existing, now, this.config);
+        write.patch = { ...providerColumns(request), agent_token_hash: tokenHash };
+        if (moved) write.patch.owner = owner;
+        if (request.hostname !== undefined) write.patch.hostname = request.hostname;
+        const repriced = request.price_per_hour !== undefined && request.price_per_hour !== existing.price_per_hour;
+        // Hours already saved keep the price and owner they were saved at: the open interval closes here.
+        if ((repriced || moved) && existing.saving_since !== null) write.facts = { ...write.facts, savingSince: now };
         const reason = moved
           ? `instance re-registered by ${operator.owner} and moved from owner ${existing.owner} to ${owner}; the old agent token no longer works`
           : `instance re-registered by ${operator.owner}; the old agent token no longer works`;
         const data = moved ? { rotated_by: operator.owner, previous_owner: existing.owner, owner } : { rotated_by: operator.owner };
-        await repo.insertEvents(eventRows(existing.instance_id, now, [{ type: 'token_rotated', reason, data }]));
-        await repo.requireDurableCommit();
+        write.events.push({ type: 'token_rotated', reason, data });
+        const fields = providerColumns(request);
+        if (Object.keys(fields).length > 0) write.events.push({ type: 'instance_updated', reason: `instance updated by ${operator.owner} at re-registration`, data: { ...fields } });
+        write.patch = { ...write.patch, ...factsPatch(existing, write.facts, existing.deadline, now) };
+        await write.commit(repo);
         return true;
       }
       const owner = request.owner ?? operator.owner;

@@ -100,6 +100,8 @@ export interface Decision {
   providerAction: 'stop' | 'start' | null;
   /** Withdraw the queued provider stop: the machine is busy again before it was sent. */
   cancelProviderStop: boolean;
+  /** Withdraw the queued provider start: the wake timed out (a start on the wire still decides). */
+  cancelProviderStart: boolean;
   /** Next time the sweeper must evaluate this instance without a heartbeat; null = never. */
   deadline: number | null;
 }
@@ -177,6 +179,7 @@ class Step {
   private withholdHibernate = false;
   private providerAction: Decision['providerAction'] = null;
   private cancelProviderStop = false;
+  private cancelProviderStart = false;
   private readonly statusBefore: InstanceStatus;
 
   constructor(
@@ -199,6 +202,7 @@ class Step {
       withholdHibernate: this.withholdHibernate,
       providerAction: this.providerAction,
       cancelProviderStop: this.cancelProviderStop,
+      cancelProviderStart: this.cancelProviderStart,
       deadline: nextDeadline(this.f, this.settings),
     };
   }
@@ -410,6 +414,11 @@ class Step {
         this.emit('wake_failed', `no heartbeat within ${settings.wakeTimeoutSeconds} s of the wake request`);
         f.status = 'hibernated';
         f.wakeRequestedAt = null;
+        // A start still being retried would run the machine while it is shown hibernated.
+        if (f.providerState === 'starting') {
+          this.cancelProviderStart = true;
+          f.providerState = 'start_failed';
+        }
       }
       return;
     }
@@ -466,7 +475,16 @@ class Step {
   hibernateResult(report: HibernateReport): void {
     const { f } = this;
     if (f.status !== 'hibernating' || f.providerState === 'stopping') return;
-    if (report.succeeded && this.policy.stopsThroughProvider && !this.policy.dryRun) {
+    if (report.succeeded && this.policy.dryRun) {
+      // Dry-run was turned on while the command was out: the agent saved its state, nothing is stopped.
+      this.emit('hibernation_cancelled', 'dry-run was turned on while the hibernate command was out; the agent saved its state and nothing was stopped');
+      f.status = 'active';
+      f.idleSince = null;
+      f.scheduledAt = null;
+      f.hibernateIssuedAt = null;
+      return;
+    }
+    if (report.succeeded && this.policy.stopsThroughProvider) {
       // The agent saved its state; the machine is stopped only when the provider says so.
       f.providerState = 'stopping';
       f.idleSince = null;
