@@ -198,9 +198,9 @@ export class OutboxWorker {
       } else if (current.cancel_requested === 1) {
         await repo.finishOutbox(row.id, this.id, { state: 'cancelled', completed_at: now, claimed_until: null, last_error: outcome.message });
         write.events.push({
-          type: 'provider_stop_failed',
-          reason: `${row.target}: ${outcome.message}; not retried: activity withdrew the stop`,
-          data: { ...data, final: false, message: outcome.message },
+          type: action === 'stop' ? 'provider_stop_failed' : 'provider_start_failed',
+          reason: `${row.target}: ${outcome.message}; not retried: ${action === 'stop' ? 'activity withdrew the stop' : 'the wake was over before it'}`,
+          data: { ...data, final: false, message: outcome.message, withdrawn: true },
         });
       } else if (this.giveUp(current, outcome, now)) {
         await repo.finishOutbox(row.id, this.id, { state: 'failed', completed_at: now, claimed_until: null, last_error: outcome.message });

@@ -253,11 +253,20 @@ class Step {
 
     const previousBeat = f.lastHeartbeatAt;
     const wasAway = f.status === 'offline' || f.status === 'hibernated' || f.status === 'waking';
-    if (f.status === 'hibernated') {
-      this.emit('woke', 'heartbeat received from a hibernated instance');
-    } else if (f.status === 'waking') {
-      this.emit('woke', `first heartbeat ${Math.round((now - (f.wakeRequestedAt ?? now)) / SECOND)} s after the wake request`);
+    if (f.status === 'hibernated' || f.status === 'waking') {
+      this.emit(
+        'woke',
+        f.status === 'waking'
+          ? `first heartbeat ${Math.round((now - (f.wakeRequestedAt ?? now)) / SECOND)} s after the wake request`
+          : 'heartbeat received from a hibernated instance',
+      );
       f.wakeRequestedAt = null;
+      // The machine runs: no stop queued for an earlier hibernation may reach it, no start is needed.
+      this.cancelProviderStop = true;
+      if (f.providerState === 'starting') {
+        this.cancelProviderStart = true;
+        f.providerState = 'running';
+      }
     } else if (f.status === 'offline') {
       this.emit(
         'online',
@@ -478,7 +487,7 @@ class Step {
     if (report.succeeded && this.policy.dryRun) {
       // Dry-run was turned on while the command was out: the agent saved its state, nothing is stopped.
       this.emit('hibernation_cancelled', 'dry-run was turned on while the hibernate command was out; the agent saved its state and nothing was stopped');
-      f.status = 'active';
+      f.status = this.watchedStatus();
       f.idleSince = null;
       f.scheduledAt = null;
       f.hibernateIssuedAt = null;
@@ -511,6 +520,7 @@ class Step {
     f.status = 'waking';
     f.wakeRequestedAt = now;
     this.emit('wake_requested', reason);
+    this.cancelProviderStop = true;
     if (this.policy.stopsThroughProvider) {
       f.providerState = 'starting';
       this.providerAction = 'start';
@@ -548,6 +558,8 @@ class Step {
       if (wasStopping) this.backUnderWatch(`the provider could not stop the machine: ${message}`);
       return;
     }
+    // A start answered late, after the machine was hibernated again: the stop under way is what counts.
+    if (f.status === 'hibernating' && f.providerState === 'stopping') return;
     if (done) {
       f.providerState = 'running';
       return;
@@ -560,11 +572,19 @@ class Step {
     }
   }
 
+  /**
+   * Back under watch: `active`, whose offline deadline the sweeper keeps — or `offline` for an
+   * instance that never sent a beat (an operator's command on it), which would have no deadline.
+   */
+  private watchedStatus(): InstanceStatus {
+    return this.f.lastHeartbeatAt === null ? 'offline' : 'active';
+  }
+
   /** After a failed or unanswered hibernation: no stop, a fresh idle streak, watched as usual. */
   private backUnderWatch(reason: string): void {
     const { f } = this;
     this.emit('hibernation_failed', reason);
-    f.status = 'active';
+    f.status = this.watchedStatus();
     f.idleSince = null;
     f.scheduledAt = null;
     f.hibernateIssuedAt = null;

@@ -290,3 +290,27 @@ describe('the environment the configured command provider runs with', () => {
     for (const secret of ['dmk_admin_secret_1', 'vast_secret_2', 'c2VjcmV0Mw', 'c2VjcmV0NA', 'secret5']) expect(seen).not.toContain(secret);
   });
 });
+
+describe('exit codes a script chooses', () => {
+  let exitDir: string;
+  beforeAll(() => {
+    exitDir = mkdtempSync(join(tmpdir(), 'dumont-command-exit-'));
+  });
+  afterAll(() => rmSync(exitDir, { recursive: true, force: true }));
+
+  it('fails at once on a sysexits usage/config/permission code, retries EX_TEMPFAIL and anything else', async () => {
+    const run = async (code: number) => {
+      const path = join(exitDir, `exit-${code}`);
+      writeFileSync(path, `#!/bin/sh\necho "exit with ${code}" >&2\nexit ${code}\n`);
+      chmodSync(path, 0o755);
+      return createCommandProvider({ stop: [path], start: null }).execute(stop, 5_000);
+    };
+    expect(expectFailure(await run(77), false).message).toBe('exit 77: exit with 77');
+    expect(expectFailure(await run(64), false).message).toContain('exit 64');
+    expect(expectFailure(await run(78), false).message).toContain('exit 78');
+    expectFailure(await run(75), true);
+    expectFailure(await run(1), true);
+    expectFailure(await run(63), true);
+    expectFailure(await run(79), true);
+  });
+});

@@ -108,7 +108,7 @@ function runCommand(argv: string[], env: NodeJS.ProcessEnv, timeoutMs: number): 
         settle({ ok: true });
       } else {
         const how = code !== null ? `exit ${code}` : `killed by ${signal ?? 'a signal'}`;
-        settle({ ok: false, retryable: true, message: `${how}${said ? `: ${said}` : ''}` });
+        settle({ ok: false, retryable: code === null || !isPermanentExit(code), message: `${how}${said ? `: ${said}` : ''}` });
       }
     };
     // 'close' waits for stderr to end, which a background child that inherited it can put off forever.
@@ -184,4 +184,13 @@ class TailBuffer {
     this.chunks = [kept];
     this.size = kept.length;
   }
+}
+
+/**
+ * A script says "do not retry" with one of the sysexits.h codes for a usage, data, permission or
+ * configuration error (64–78), except 75, EX_TEMPFAIL, which means "try again later". Any other
+ * non-zero exit is retried.
+ */
+export function isPermanentExit(code: number): boolean {
+  return code >= 64 && code <= 78 && code !== 75;
 }

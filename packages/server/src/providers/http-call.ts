@@ -58,9 +58,8 @@ export async function callHttp(call: HttpCall, accept: (answer: HttpAnswer) => P
   if (response.status >= 200 && response.status < 300) return accept(answer);
   const said = excerpt(text);
   const message = `HTTP ${response.status}${said ? `: ${said}` : ''}`;
-  if (response.status === 429) {
-    const wait = retryAfterMs(response.headers.get('retry-after'));
-    return wait === null ? { ok: false, retryable: true, message } : { ok: false, retryable: true, message, retryAfterMs: wait };
-  }
-  return { ok: false, retryable: response.status >= 500, message };
+  const retryable = response.status === 429 || response.status >= 500;
+  // A 503 may say when to come back as well as a 429.
+  const wait = retryable ? retryAfterMs(response.headers.get('retry-after')) : null;
+  return wait === null ? { ok: false, retryable, message } : { ok: false, retryable, message, retryAfterMs: wait };
 }

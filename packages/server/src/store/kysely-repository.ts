@@ -190,6 +190,14 @@ export class KyselyRepository implements FleetRepository {
       .orderBy('due_at')
       .limit(limit);
     if (this.rowLocks) due = due.forUpdate().skipLocked();
+    // A stop withdrawn while it was being sent, whose sender died: it must never be sent again.
+    await this.db
+      .updateTable('outbox')
+      .set({ state: 'cancelled', completed_at: now, claimed_by: null, claimed_until: null })
+      .where(sql<boolean>`state = 'pending'`)
+      .where('cancel_requested', '=', 1)
+      .where('claimed_until', '<=', now)
+      .execute();
     const ids = (await due.execute()).map((r) => r.id);
     if (ids.length === 0) return [];
     return this.db
