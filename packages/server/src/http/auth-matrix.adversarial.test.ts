@@ -22,7 +22,7 @@ const BOB_INSTANCE = 7002;
 const REGISTER_TARGET = 7003;
 const ROTATED_INSTANCE = 7004;
 
-const ERROR_OF: Record<number, string> = { 401: 'unauthorized', 403: 'forbidden', 404: 'not_found' };
+const ERROR_OF: Record<number, string> = { 401: 'unauthorized', 403: 'forbidden', 404: 'not_found', 409: 'instance_not_hibernated' };
 const errorOf = (status: number) => ERROR_OF[status] ?? `status ${status}`;
 
 type Credential =
@@ -74,6 +74,11 @@ const ROUTES: OperatorRoute[] = [
   { name: 'POST /instances/{id}/commands', method: 'POST', path: `/api/v1/agent/instances/${ALICE_INSTANCE}/commands`, body: { type: 'snapshot' }, ok: 201, other: 404 },
   { name: 'GET /instances/{id}/commands', method: 'GET', path: `/api/v1/agent/instances/${ALICE_INSTANCE}/commands`, ok: 200, other: 404 },
   { name: 'GET /instances/{id}/events', method: 'GET', path: `/api/v1/agent/instances/${ALICE_INSTANCE}/events`, ok: 200, other: 404 },
+  { name: 'PATCH /instances/{id}', method: 'PATCH', path: `/api/v1/agent/instances/${ALICE_INSTANCE}`, body: { price_per_hour: 1.5 }, ok: 200, other: 404 },
+  // Alice's instance is running: her key reaches the status check (409), another owner's never does.
+  { name: 'POST /instances/{id}/wake', method: 'POST', path: `/api/v1/agent/instances/${ALICE_INSTANCE}/wake`, ok: 409, other: 404 },
+  // Owner-scoped, not per instance: every owner may ask, and sees only its own.
+  { name: 'GET /savings', method: 'GET', path: '/api/v1/agent/savings', ok: 200, other: 200 },
 ];
 
 function expectedOperator(route: OperatorRoute, credential: Credential): number {
