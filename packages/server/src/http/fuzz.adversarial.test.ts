@@ -28,10 +28,10 @@ const FUZZ = 4242; // the instance valid credentials act on
 const CONTROL = 777; // registered and beaten once; only ever sent requests that must fail
 const SINK = 5151; // takes the valid commands that FUZZ's heartbeats would otherwise repeat forever
 
-const ENDPOINTS = ['heartbeat', 'list', 'register', 'detail', 'keepAlive', 'patch', 'createCommand', 'listCommands', 'events', 'healthz', 'openapi', 'junkRoute'] as const;
+const ENDPOINTS = ['heartbeat', 'list', 'register', 'detail', 'keepAlive', 'patch', 'createCommand', 'listCommands', 'events', 'healthz', 'openapi', 'junkRoute', 'patchInstance', 'wake', 'savings'] as const;
 type Endpoint = (typeof ENDPOINTS)[number];
 /** Most classes spoil a body: the endpoints that take one are drawn more often. */
-const ENDPOINT_WEIGHTS: Endpoint[] = ENDPOINTS.flatMap((e) => Array<Endpoint>(e === 'heartbeat' ? 4 : ['register', 'patch', 'createCommand', 'keepAlive'].includes(e) ? 2 : 1).fill(e));
+const ENDPOINT_WEIGHTS: Endpoint[] = ENDPOINTS.flatMap((e) => Array<Endpoint>(e === 'heartbeat' ? 4 : ['register', 'patch', 'createCommand', 'keepAlive', 'patchInstance'].includes(e) ? 2 : 1).fill(e));
 const CLASSES = ['valid', 'malformed', 'wrongType', 'hugeNumber', 'deep', 'bytes', 'extra', 'duplicate', 'contentType', 'overLimit', 'oddQuery', 'oddId', 'oddMethod'] as const;
 type Klass = (typeof CLASSES)[number];
 // Mostly the credential the endpoint takes: authentication runs before the body is read, so a request
@@ -100,6 +100,15 @@ const commandBody = fc.record(
   { requiredKeys: ['type'] },
 );
 const registerBody = fc.record({ hostname: fc.string({ minLength: 1, maxLength: 30 }) }, { requiredKeys: [] });
+const instancePatchBody = fc.record(
+  {
+    provider: fc.constantFrom('none', 'vast', 'aws', 'NONE', ''),
+    provider_instance_id: fc.oneof(fc.string({ maxLength: 20 }), fc.constantFrom('C.123', '..', '../admin', 'a/b', 'x'.repeat(129))),
+    price_per_hour: fc.oneof(fc.double({ min: -5, max: 20_000, noNaN: true }), fc.constant(0)),
+  },
+  { requiredKeys: [] },
+);
+const SAVINGS_QUERIES = ['', '?from=2026-01-01T00:00:00Z', '?from=2026-03-01T00:00:00Z&to=2026-02-01T00:00:00Z', '?to=yesterday', '?from=2026-13-01T00:00:00Z', '?from=&to='];
 
 const plans: fc.Arbitrary<Plan> = fc.record({
   endpoint: fc.constantFrom(...ENDPOINT_WEIGHTS),
@@ -111,7 +120,7 @@ const plans: fc.Arbitrary<Plan> = fc.record({
   pick: fc.nat(),
   pick2: fc.nat(),
   size: int(33, 9000),
-  body: fc.oneof(heartbeatBody, patchBody, commandBody, registerBody) as fc.Arbitrary<Record<string, unknown>>,
+  body: fc.oneof(heartbeatBody, patchBody, commandBody, registerBody, instancePatchBody) as fc.Arbitrary<Record<string, unknown>>,
   // Up to 40 KB of junk, within the body limit: a generated string would stay short at fast-check's sizes.
   extra: fc.oneof(fc.jsonValue({ maxDepth: 3 }), int(0, 40_000).map((n) => 'j'.repeat(n))),
   query: fc.array(fc.constantFrom(...QUERY_PIECES), { maxLength: 4 }),
@@ -131,7 +140,7 @@ interface World {
   controlToken: string;
 }
 
-const MUTATING: ReadonlySet<Endpoint> = new Set(['heartbeat', 'register', 'keepAlive', 'patch', 'createCommand']);
+const MUTATING: ReadonlySet<Endpoint> = new Set(['heartbeat', 'register', 'keepAlive', 'patch', 'createCommand', 'patchInstance', 'wake']);
 
 /** Turns a generated plan into bytes on the wire. `seq` keeps valid heartbeats newer than the last. */
 function build(plan: Plan, seq: number, world: World): Wire {
@@ -204,6 +213,19 @@ function build(plan: Plan, seq: number, world: World): Wire {
     case 'events':
       path = `${base}/events?limit=${1 + (pick % 1000)}`;
       break;
+    case 'patchInstance':
+      method = 'PATCH';
+      path = base;
+      // `provider` first: no value the poison `wrongType` puts there names a configured provider.
+      body = { provider: 'none', ...(['provider', 'provider_instance_id', 'price_per_hour'].some((k) => k in plan.body) ? plan.body : { price_per_hour: pick % 100 }) };
+      break;
+    case 'wake':
+      method = 'POST';
+      path = `${base}/wake`;
+      break;
+    case 'savings':
+      path = `/api/v1/agent/savings${choose(SAVINGS_QUERIES, pick2)}`;
+      break;
     case 'healthz':
       path = '/healthz';
       break;
@@ -256,7 +278,7 @@ function bodyBytes(body: Record<string, unknown>, klass: Klass, plan: Plan, pois
       return Buffer.from(`${textOf.slice(0, cut)}${stray}${textOf.slice(cut)}`);
     }
     case 'wrongType': {
-      // None of these is a valid instance_id, `enabled` or command `type`, the first field of each
+      // None of these is a valid instance_id, `enabled`, command `type` or `provider`, the first field of each
       // body: a poison spoils that one, so it is always a 400.
       const wrong = ['"85"', '{"x":1}', '[]', '{}', '-1', '0', '1.5', '"2026-13-01T00:00:00Z"', '[{"index":"0"}]', '"yes"'][pick2 % 10]!;
       const spoilt = poisoned ? keys[0] : key;
