@@ -11,6 +11,7 @@ import { ApiClient, registerFleet } from '../packages/simulator/dist/index.js';
 import { agentFootprint } from './lib/agent-footprint.mjs';
 import { formatProfile, summarizeProfile } from './lib/cpu-profile.mjs';
 import { fleetScenario } from './lib/fleet-scenario.mjs';
+import { providerScenario } from './lib/provider-scenario.mjs';
 import { describeMachine, machineMeter } from './lib/machine.mjs';
 import { benchFleet, etcdRequests, heartbeatRequests, pushgatewayRequests, writeRequestFile } from './lib/payloads.mjs';
 import { cpuMeter, peakRssMb } from './lib/proc-stats.mjs';
@@ -29,7 +30,7 @@ import {
 import { ensureTools } from './lib/tools.mjs';
 import { runWrkSet } from './lib/wrk.mjs';
 
-const TARGETS = ['node-http', 'etcd', 'pushgateway', 'sqlite', 'sqlite-fsync', 'pg-1', 'pg-3', 'fleet', 'agent'];
+const TARGETS = ['node-http', 'etcd', 'pushgateway', 'sqlite', 'sqlite-fsync', 'pg-1', 'pg-3', 'provider', 'fleet', 'agent'];
 const GROUPS = {
   node: ['node-http'],
   bare: ['node-http'],
@@ -102,6 +103,13 @@ const options = {
   fleet: Number(values.fleet ?? (quick ? 10_000 : 100_000)),
   fleetInterval: quick ? 8 : 30,
   listRequests: quick ? 100 : 500,
+  // The provider target: hibernations per second through the outbox while the plain fleet beats.
+  providerHibernationsPerSecond: 20,
+  providerTimeoutSeconds: 5,
+  providerSlowMs: 200,
+  // Several short runs per scenario: runs of one scenario differ by several per cent on their own.
+  providerRounds: quick ? 1 : 3,
+  providerSeconds: Number(values.seconds ?? (quick ? 3 : 8)),
 };
 if (!(options.seconds > 0 && options.seconds <= 120) || !(options.fleet >= 100 && options.fleet <= 200_000)) {
   process.stderr.write(`bench: --seconds must be in (0, 120] and --fleet in [100, 200000]\n`);
@@ -148,6 +156,7 @@ const results = {
   closedLoop: [],
   fixedRate: [],
   fleet: null,
+  provider: null,
   agent: null,
   skipped: [],
   profiles: [],
@@ -370,6 +379,25 @@ if (wrkTargets.length && tools.wrk.missing) {
         await Promise.all(servers.map((s) => s.stop()));
         await db.drop().catch((e) => say(`${target}: could not drop ${db.name}: ${e.message}`));
       }
+    });
+  }
+  if (wants('provider')) {
+    await runTarget('provider', async () => {
+      results.provider = await providerScenario({
+        adminKey,
+        say,
+        workDir: work.dir,
+        seconds: options.providerSeconds,
+        warmup: options.warmup,
+        connections: options.connections,
+        instances: options.instances,
+        hibernationsPerSecond: options.providerHibernationsPerSecond,
+        providerTimeoutSeconds: options.providerTimeoutSeconds,
+        slowMs: options.providerSlowMs,
+        rounds: options.providerRounds,
+        cpus: results.machine.cpus,
+        cpuProfDir,
+      });
     });
   }
 }

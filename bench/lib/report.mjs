@@ -72,6 +72,96 @@ export function fleetTable(f) {
   return ['| measurement | result |', '|---|---|', ...rows.map(([a, b]) => `| ${a} | ${b} |`)].join('\n');
 }
 
+const mean = (values) => (values.length ? values.reduce((a, b) => a + b, 0) / values.length : null);
+const signedMs = (d) => (d === null || d === undefined ? '–' : `${d >= 0 ? '+' : '−'}${ms(Math.abs(d))} ms`);
+
+const PROVIDER_P99_MARGIN_MS = 5;
+/** A run during which other processes took more than this (% of a core) is flagged as disturbed. */
+const DISTURBED_CPU_PERCENT = 25;
+
+const median = (values) => {
+  const v = values.filter((x) => x !== null && x !== undefined).sort((a, b) => a - b);
+  if (v.length === 0) return null;
+  return v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
+};
+
+/**
+ * The provider target per scenario, the median of its rounds: two runs of one scenario on a fresh
+ * server differ by several per cent even on a quiet machine, as much as the target allows, so one
+ * run per scenario decides nothing. Stop counts are the mean per run.
+ */
+export function providerSummary(p) {
+  const keys = [...new Set(p.rows.map((r) => r.scenario))];
+  const typical = (key) => {
+    const runs = p.rows.filter((r) => r.scenario === key);
+    return {
+      /** Runs during which other processes took more than DISTURBED_CPU_PERCENT of a core. */
+      disturbedRuns: runs.filter((r) => (r.otherCpuPercent ?? 0) > DISTURBED_CPU_PERCENT).length,
+      rps: median(runs.map((r) => r.rps)),
+      p50: median(runs.map((r) => r.p50)),
+      p99: median(runs.map((r) => r.p99)),
+      beatsPerCpuSecond: median(runs.map((r) => r.beatsPerCpuSecond)),
+    };
+  };
+  const none = keys.includes('none') ? typical('none') : null;
+  return keys.map((key) => {
+    const runs = p.rows.filter((r) => r.scenario === key);
+    const b = typical(key);
+    const stops = runs.filter((r) => r.stops).map((r) => r.stops);
+    return {
+      scenario: key,
+      label: runs[0].label,
+      runs: runs.length,
+      ...b,
+      rpsRatio: none ? b.rps / none.rps : null,
+      p99Delta: none ? b.p99 - none.p99 : null,
+      costRatio: none && b.beatsPerCpuSecond && none.beatsPerCpuSecond ? b.beatsPerCpuSecond / none.beatsPerCpuSecond : null,
+      hibernations: mean(runs.map((r) => r.hibernations.reported)),
+      stopsSent: stops.length ? mean(stops.map((x) => x.requested)) : null,
+      stopsDone: stops.length ? mean(stops.map((x) => x.stopped)) : null,
+      stopsPending: stops.length ? mean(stops.map((x) => x.stopping)) : null,
+      stopsRetrying: stops.length ? mean(stops.map((x) => x.retrying)) : null,
+    };
+  });
+}
+
+/** The provider target: the same load with no provider, a slow one and a dead one. */
+export function providerTable(p) {
+  const rounds = p.settings.rounds ?? 1;
+  const summary = [
+    `| scenario | beats/s | p50 ms | p99 ms | stops sent | stops done | stops pending | of which failed, retrying | ratio vs none | p99 vs none | beats per server CPU-second vs none |`,
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const x of providerSummary(p)) {
+    const none = x.scenario === 'none';
+    summary.push(
+      `| ${x.label} | ${num(x.rps)} | ${ms(x.p50)} | ${ms(x.p99)} | ${x.stopsSent === null ? '–' : num(x.stopsSent)} | ${x.stopsDone === null ? '–' : num(x.stopsDone)} | ` +
+        `${x.stopsPending === null ? '–' : num(x.stopsPending)} | ${x.stopsRetrying === null ? '–' : num(x.stopsRetrying)} | ` +
+        `${none ? '1.00×' : `${num(x.rpsRatio, 2)}×`} | ${none ? '–' : signedMs(x.p99Delta)} | ${none ? '1.00×' : x.costRatio === null ? '–' : `${num(x.costRatio, 2)}×`} |`,
+    );
+  }
+  const runs = [
+    '| round | scenario | beats/s | p50 ms | p99 ms | max ms | vs none (same round) | hibernations | report beat p50 / p99 ms | stop calls sent | stops done | stops pending | failed, retrying | provider calls received | server CPU % | other processes CPU % | errors |',
+    '|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const r of p.rows) {
+    const s = r.stops;
+    const h = r.hibernations;
+    const none = p.rows.find((x) => x.scenario === 'none' && x.round === r.round);
+    runs.push(
+      `| ${r.round ?? 1} | ${r.label} | ${num(r.rps)} | ${ms(r.p50)} | ${ms(r.p99)} | ${ms(r.max)} | ${ratio(r.rps, none?.rps)} | ` +
+        `${num(h.reported)}${h.failed ? ` (${num(h.failed)} failed)` : ''} | ${ms(h.latency.report.p50)} / ${ms(h.latency.report.p99)} | ` +
+        `${s ? num(s.requested) : '–'} | ${s ? num(s.stopped) : '–'} | ${s ? num(s.stopping) : '–'} | ${s ? num(s.retrying) : '–'} | ` +
+        `${r.providerCalls ? num(r.providerCalls.received) : '–'} | ${num(r.cpuPercent)} | ${num(r.otherCpuPercent)} | ${num(r.errors + r.non2xx)} |`,
+    );
+  }
+  const head =
+    rounds > 1
+      ? `Median of ${rounds} rounds per scenario (every run is listed below; ratios compare medians), stop counts the mean per run:\n\n`
+      : '';
+  return `${head}${summary.join('\n')}\n\nEach run:\n\n${runs.join('\n')}`;
+}
+
 /** Each target of the issue: met or not, and by how much. */
 export function targetChecks(results) {
   const checks = [];
@@ -115,6 +205,39 @@ export function targetChecks(results) {
     }
     check(`${num(f.size)} instances: server peak RSS`, num(f.serverPeakRssMb), '≤ 300', f.serverPeakRssMb <= 300, ' MB');
   }
+  const p = results.provider;
+  if (p?.rows?.some((r) => r.scenario === 'none')) {
+    const summary = providerSummary(p);
+    const none = summary.find((y) => y.scenario === 'none');
+    for (const x of summary.filter((y) => y !== none)) {
+      const of = x.runs > 1 ? ` (median of ${x.runs} rounds each)` : '';
+      const disturbed = none.disturbedRuns + x.disturbedRuns;
+      const note = disturbed
+        ? ` — not a clean comparison: other processes took more than ${DISTURBED_CPU_PERCENT} % of a core during ${disturbed} of these ${none.runs + x.runs} runs`
+        : '';
+      check(`plain beats/s with ${x.label} vs provider none${of}`, `${num(x.rpsRatio * 100, 1)} %`, '≥ 90 %', x.rpsRatio >= 0.9);
+      if (note) checks[checks.length - 1].line += note;
+      check(`plain beat p99 with ${x.label} minus provider none${of}`, signedMs(x.p99Delta).replace(' ms', ''), `≤ +${PROVIDER_P99_MARGIN_MS}`, x.p99Delta <= PROVIDER_P99_MARGIN_MS, ' ms');
+      // Were the provider call on the request path, the beat reporting the hibernation would wait for it:
+      // every one at least the stand-in's delay (slow) or the provider timeout (hang).
+      const runs = p.rows.filter((r) => r.scenario === x.scenario);
+      const floorMs = x.scenario === 'hang' ? p.settings.providerTimeoutSeconds * 1000 : p.settings.slowMs;
+      const reportP50 = Math.max(...runs.map((r) => r.hibernations.latency.report.p50 ?? Infinity));
+      check(
+        `beat that queues the stop, ${x.label}: p50 (worst round) below what a call on the request path would take`,
+        ms(reportP50),
+        `< ${num(floorMs)}`,
+        reportP50 < floorMs,
+        ' ms',
+      );
+      // What the scenario claims to exercise, it exercised: stops went out, or piled up behind a dead provider.
+      checks.push({
+        line:
+          `INFO ${x.label}: ${num(x.hibernations)} hibernations confirmed by the agent; ${num(x.stopsSent)} stop calls sent, ${num(x.stopsDone)} done, ` +
+          `${num(x.stopsPending)} pending at the end (${num(x.stopsRetrying)} failed and retrying); beats per server CPU-second ${num(x.costRatio, 2)}× of none`,
+      });
+    }
+  }
   return checks;
 }
 
@@ -141,6 +264,20 @@ export function markdownReport(results) {
   if (results.fixedRate.length) {
     parts.push(
       `### Fixed rate (open loop, latency from each request's planned send time: no coordinated omission)\n\n${fixedRateTable(results.fixedRate)}`,
+    );
+  }
+  if (results.provider) {
+    const p = results.provider;
+    const st = p.settings;
+    parts.push(
+      '### Provider calls off the heartbeat path\n\n' +
+        `The same closed-loop load three times${(st.rounds ?? 1) > 1 ? ` in each of ${st.rounds} rounds (every other round in reverse order)` : ''}, each on a fresh Dumont on SQLite: wrk (${st.connections} connections, ${st.seconds} s after ${st.warmup} s warm-up) sends ` +
+        `plain beats of the ${num(st.instances)} instances (default threshold: they never hibernate) while ${num(st.hibernationsPerSecond)} other instances a second hibernate ` +
+        `(threshold ${num(st.hibernatorThresholdMinutes * 60_000)} ms, warning 0: an idle beat, an idle beat whose answer carries the hibernate command, a beat reporting it succeeded; ` +
+        'then silent, as a stopped machine is). Provider `none`: that report hibernates the instance at once. `vast`: it queues a stop in the outbox, sent by the worker ' +
+        `to a loopback stand-in for Vast.ai that answers 200 after ${num(st.slowMs)} ms, or never answers (DUMONT_PROVIDER_TIMEOUT_SECONDS=${st.providerTimeoutSeconds}, retried with backoff). ` +
+        'Beats/s and latency are the plain beats (wrk); the report beat is the beat that queues the stop; stop counts are read from the detail and events APIs right after the measured seconds.\n\n' +
+        providerTable(p),
     );
   }
   if (results.fleet && !results.fleet.missing) parts.push(`### ${num(results.fleet.size)} registered instances (SQLite)\n\n${fleetTable(results.fleet)}`);

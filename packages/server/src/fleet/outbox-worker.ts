@@ -15,8 +15,14 @@ const BASE_RETRY_MS = 2000;
 const MAX_RETRY_MS = 10 * 60_000;
 /** A `Retry-After` is honoured up to this long. */
 const MAX_RETRY_AFTER_MS = 60 * 60_000;
-/** Rows one process sends at once (a hanging provider holds one slot per row, not the worker). */
-const MAX_IN_FLIGHT = 32;
+/**
+ * Rows one process sends at once, per target (each provider, and notifications): a provider that
+ * hangs holds its own slots for a timeout each, never the notifications' or another provider's.
+ */
+const MAX_IN_FLIGHT_PER_TARGET = 16;
+/** Rows naming a provider this server no longer has: claimed a few at a time, to fail them. */
+const MAX_IN_FLIGHT_UNKNOWN = 4;
+const UNKNOWN = '';
 
 /**
  * Exponential backoff with full jitter: a random wait below min(10 min, 2 s × 2^(attempt−1)), so
@@ -48,6 +54,7 @@ export class OutboxWorker {
   readonly id = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   private timer: NodeJS.Timeout | null = null;
   private readonly inFlight = new Set<Promise<void>>();
+  private readonly inFlightByTarget = new Map<string, number>();
   private claiming: Promise<unknown> | null = null;
 
   constructor(
@@ -71,11 +78,17 @@ export class OutboxWorker {
 
   /** Claims what is due and starts sending it; returns how many rows it claimed. */
   async tick(): Promise<number> {
-    const room = MAX_IN_FLIGHT - this.inFlight.size;
-    if (room <= 0) return 0;
+    const known = ['notify', ...this.providers.names()];
+    const room = (slot: string, max: number) => max - (this.inFlightByTarget.get(slot) ?? 0);
     const now = this.clock.now();
     const rows = await this.store.transaction(async (repo) => {
-      const claimed = await repo.claimOutbox(now, this.id, now + this.leaseMs, room);
+      const claimed = [];
+      for (const target of known) {
+        const free = room(target, MAX_IN_FLIGHT_PER_TARGET);
+        if (free > 0) claimed.push(...(await repo.claimOutbox(now, this.id, now + this.leaseMs, free, { is: target })));
+      }
+      const free = room(UNKNOWN, MAX_IN_FLIGHT_UNKNOWN);
+      if (free > 0) claimed.push(...(await repo.claimOutbox(now, this.id, now + this.leaseMs, free, { notIn: known })));
       await repo.insertEvents(
         claimed
           .filter((row) => row.kind !== 'notify')
@@ -91,9 +104,14 @@ export class OutboxWorker {
       return claimed;
     });
     for (const row of rows) {
+      const slot = known.includes(row.target) ? row.target : UNKNOWN;
+      this.inFlightByTarget.set(slot, (this.inFlightByTarget.get(slot) ?? 0) + 1);
       const sending = this.send(row).catch((error) => this.log('error', 'outbox: recording an outcome failed', { err: error, action_id: row.id }));
       this.inFlight.add(sending);
-      void sending.finally(() => this.inFlight.delete(sending));
+      void sending.finally(() => {
+        this.inFlight.delete(sending);
+        this.inFlightByTarget.set(slot, (this.inFlightByTarget.get(slot) ?? 1) - 1);
+      });
     }
     return rows.length;
   }

@@ -1,7 +1,7 @@
 import { sql, type Kysely } from 'kysely';
 import { QueryTemplates } from './query-templates.js';
 import type { Database, CommandRow, InstanceUpdate, NewEventRow, NewInstanceRow, NewSavingsRow, OutboxRow } from './schema.js';
-import { LIFECYCLE_COLUMNS, type ApiKeyRow, type FleetRepository, type InstanceListQuery, type SavingsQuery } from './store.js';
+import { LIFECYCLE_COLUMNS, type ApiKeyRow, type FleetRepository, type InstanceListQuery, type OutboxTarget, type SavingsQuery } from './store.js';
 
 const SUMMARY_COLUMNS = [
   'instance_id',
@@ -179,7 +179,7 @@ export class KyselyRepository implements FleetRepository {
     if (rows.length > 0) await this.db.insertInto('outbox').values(rows).execute();
   }
 
-  async claimOutbox(now: number, claimer: string, claimedUntil: number, limit: number) {
+  async claimOutbox(now: number, claimer: string, claimedUntil: number, limit: number, target: OutboxTarget) {
     // `state = 'pending'` as a literal: it is the predicate of the partial index outbox_due.
     let due = this.db
       .selectFrom('outbox')
@@ -187,8 +187,11 @@ export class KyselyRepository implements FleetRepository {
       .where(sql<boolean>`state = 'pending'`)
       .where('due_at', '<=', now)
       .where((eb) => eb.or([eb('claimed_until', 'is', null), eb('claimed_until', '<=', now)]))
+      .where('cancel_requested', '=', 0)
       .orderBy('due_at')
       .limit(limit);
+    if ('is' in target) due = due.where('target', '=', target.is);
+    else if (target.notIn.length > 0) due = due.where('target', 'not in', target.notIn);
     if (this.rowLocks) due = due.forUpdate().skipLocked();
     // A stop withdrawn while it was being sent, whose sender died: it must never be sent again.
     await this.db

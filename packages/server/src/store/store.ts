@@ -46,7 +46,7 @@ export interface FleetRepository {
    * claimed by `claimer` until `claimedUntil` and its attempt counted. Call inside a transaction; on
    * PostgreSQL concurrent claimers skip each other's rows (FOR UPDATE SKIP LOCKED).
    */
-  claimOutbox(now: number, claimer: string, claimedUntil: number, limit: number): Promise<OutboxRow[]>;
+  claimOutbox(now: number, claimer: string, claimedUntil: number, limit: number, target: OutboxTarget): Promise<OutboxRow[]>;
   /** Records an attempt's outcome: only while `claimer` still holds the row and it is pending. */
   finishOutbox(id: string, claimer: string, patch: Partial<OutboxRow>): Promise<boolean>;
   /**
@@ -139,6 +139,9 @@ export type InstanceSummaryRow = Pick<
   | 'gpu_count'
   | 'scheduled_at'
 >;
+
+/** Which rows a claim takes: one target's (a provider's name, or `notify`), or any target but these. */
+export type OutboxTarget = { is: string } | { notIn: readonly string[] };
 
 export interface SavingsQuery {
   /** null = every owner (admin). */
