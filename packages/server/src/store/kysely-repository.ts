@@ -203,12 +203,14 @@ export class KyselyRepository implements FleetRepository {
       .execute();
     const ids = (await due.execute()).map((r) => r.id);
     if (ids.length === 0) return [];
-    return this.db
+    const claimed = await this.db
       .updateTable('outbox')
       .set({ claimed_by: claimer, claimed_until: claimedUntil, attempts: sql<number>`attempts + 1` })
       .where('id', 'in', ids)
       .returningAll()
       .execute();
+    // RETURNING follows no order: oldest first, as claimed.
+    return claimed.sort((a, b) => a.due_at - b.due_at || a.id.localeCompare(b.id));
   }
 
   async finishOutbox(id: string, claimer: string, patch: Partial<OutboxRow>) {

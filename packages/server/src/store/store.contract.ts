@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { TestBackend } from '../test-support/backends.js';
-import { newInstanceRow, type NewInstanceRow } from './schema.js';
+import { newInstanceRow, type NewInstanceRow, type OutboxRow } from './schema.js';
 import type { FleetStore } from './store.js';
 
 const T = 1_767_225_600_000; // epoch ms well past 2^32, as real timestamps are
@@ -181,6 +181,92 @@ export function storeContract(backend: TestBackend): void {
       await store.insertApiKey({ key_hash: 'h2', owner: 'alice', is_admin: 0, label: 'ci', created_at: T });
       expect(await store.countAdminKeys()).toBe(1);
       expect(await store.findApiKey('h2')).toMatchObject({ owner: 'alice', is_admin: 0 });
+    });
+
+    const outboxRow = (id: string, instanceId: number, overrides: Partial<OutboxRow> = {}): OutboxRow => ({
+      id,
+      instance_id: instanceId,
+      kind: 'stop',
+      target: 'vast',
+      payload_json: '{}',
+      state: 'pending',
+      attempts: 0,
+      created_at: T,
+      due_at: T,
+      claimed_by: null,
+      claimed_until: null,
+      cancel_requested: 0,
+      last_error: null,
+      completed_at: null,
+      ...overrides,
+    });
+
+    it('claims due outbox rows once, by target, oldest first, and only the claimer records an outcome', async () => {
+      await store.insertInstance(instanceRow(1));
+      await store.insertOutbox([
+        outboxRow('b', 1, { due_at: T + 2 }),
+        outboxRow('a', 1, { due_at: T + 1 }),
+        outboxRow('later', 1, { due_at: T + 60_000 }),
+        outboxRow('n', 1, { kind: 'notify', target: 'notify' }),
+        outboxRow('gone', 1, { target: 'retired-provider' }),
+      ]);
+      const first = await store.transaction((repo) => repo.claimOutbox(T + 10, 'w1', T + 10_000, 10, { is: 'vast' }));
+      expect(first.map((r) => [r.id, r.claimed_by, r.claimed_until, r.attempts])).toEqual([
+        ['a', 'w1', T + 10_000, 1],
+        ['b', 'w1', T + 10_000, 1],
+      ]);
+      // Held by a live claim: nobody else gets them; the others are other targets' or not due.
+      expect(await store.transaction((repo) => repo.claimOutbox(T + 20, 'w2', T + 20_000, 10, { is: 'vast' }))).toEqual([]);
+      expect((await store.transaction((repo) => repo.claimOutbox(T + 20, 'w2', T + 20_000, 10, { notIn: ['vast', 'notify'] }))).map((r) => r.id)).toEqual(['gone']);
+      expect(await store.finishOutbox('a', 'w2', { state: 'done' })).toBe(false);
+      expect(await store.finishOutbox('a', 'w1', { state: 'done', completed_at: T + 30 })).toBe(true);
+      expect(await store.finishOutbox('a', 'w1', { state: 'failed' })).toBe(false);
+      // A claim whose process died expires; the row is taken again and its attempt counted.
+      const again = await store.transaction((repo) => repo.claimOutbox(T + 10_000, 'w2', T + 30_000, 10, { is: 'vast' }));
+      expect(again.map((r) => [r.id, r.claimed_by, r.attempts])).toEqual([['b', 'w2', 2]]);
+      expect((await store.getOutbox('a'))!.state).toBe('done');
+    });
+
+    it('cancels a pending outbox row, flags one being sent, and never sends a flagged row again', async () => {
+      await store.insertInstance(instanceRow(1));
+      await store.insertInstance(instanceRow(2));
+      await store.insertOutbox([outboxRow('waiting', 1), outboxRow('sending', 2)]);
+      await store.transaction((repo) => repo.claimOutbox(T, 'w1', T + 10_000, 10, { is: 'vast' }).then((rows) => rows.filter((r) => r.id === 'sending')));
+      // Both were claimed above; release the first as a retry waiting in backoff would be.
+      expect(await store.finishOutbox('waiting', 'w1', { claimed_by: null, claimed_until: null, due_at: T + 5000 })).toBe(true);
+      expect(await store.cancelOutbox(1, 'stop', T + 100)).toEqual({ cancelled: 1, inFlight: 0 });
+      expect(await store.cancelOutbox(2, 'stop', T + 100)).toEqual({ cancelled: 0, inFlight: 1 });
+      expect((await store.getOutbox('waiting'))!.state).toBe('cancelled');
+      expect((await store.getOutbox('sending'))!).toMatchObject({ state: 'pending', cancel_requested: 1 });
+      // Its sender died: once the claim expires the row is closed, not sent.
+      expect(await store.transaction((repo) => repo.claimOutbox(T + 20_000, 'w2', T + 40_000, 10, { is: 'vast' }))).toEqual([]);
+      expect((await store.getOutbox('sending'))!.state).toBe('cancelled');
+      expect((await store.listOutbox(2)).map((r) => r.id)).toEqual(['sending']);
+    });
+
+    it('lists savings intervals overlapping a range, and open intervals, per owner or instance', async () => {
+      await store.insertInstance(instanceRow(1, { status: 'hibernated', saving_since: T + 500, price_per_hour: 2 }));
+      await store.insertInstance(instanceRow(2, { owner: 'bob' }));
+      const interval = { instance_id: 1, owner: 'alice', kind: 'hibernated', gpu_count: 4, price_per_hour: 2 };
+      await store.insertSavings({ ...interval, started_at: T, ended_at: T + 100 });
+      await store.insertSavings({ ...interval, started_at: T + 200, ended_at: T + 300 });
+      await store.insertSavings({ ...interval, instance_id: 2, owner: 'bob', started_at: T, ended_at: T + 300 });
+      const ranges = async (owner: string | null, from: number, to: number) =>
+        (await store.listSavings({ owner, from, to })).map((r) => [r.instance_id, r.started_at - T, r.ended_at - T]);
+      expect(await ranges('alice', T + 50, T + 250)).toEqual([
+        [1, 0, 100],
+        [1, 200, 300],
+      ]);
+      expect(await ranges('alice', T + 100, T + 200)).toEqual([]);
+      expect(await ranges(null, T, T + 1)).toEqual([
+        [1, 0, 100],
+        [2, 0, 300],
+      ]);
+      expect(await store.listOpenSavings({ owner: 'alice' })).toEqual([
+        { instance_id: 1, owner: 'alice', hostname: 'gpu-1', status: 'hibernated', saving_since: T + 500, gpu_count: 0, price_per_hour: 2 },
+      ]);
+      expect(await store.listOpenSavings({ owner: 'bob' })).toEqual([]);
+      expect(await store.hostnamesOf([1, 2, 3])).toEqual(new Map([[1, 'gpu-1'], [2, 'gpu-2']]));
     });
 
     it('keeps everything across a reopen (migrations are idempotent)', async () => {
