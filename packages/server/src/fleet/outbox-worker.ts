@@ -7,7 +7,7 @@ import { evaluate } from '../policy/hibernation-policy.js';
 import type { ProviderAction, ProviderActionKind, ProviderOutcome } from '../providers/provider.js';
 import type { Providers } from '../providers/registry.js';
 import type { OutboxRow } from '../store/schema.js';
-import type { FleetRepository, FleetStore } from '../store/store.js';
+import type { FleetRepository, FleetStore, OutboxTarget } from '../store/store.js';
 import { InstanceWrite, policyOf } from './lifecycle-rows.js';
 
 /** The first retry comes within this long; each later one may wait up to twice as long as the last. */
@@ -55,6 +55,8 @@ export class OutboxWorker {
   private timer: NodeJS.Timeout | null = null;
   private readonly inFlight = new Set<Promise<void>>();
   private readonly inFlightByTarget = new Map<string, number>();
+  /** Targets whose last claim filled every free slot: more rows may be due as soon as one frees. */
+  private readonly saturated = new Set<string>();
   private claiming: Promise<unknown> | null = null;
 
   constructor(
@@ -82,13 +84,17 @@ export class OutboxWorker {
     const room = (slot: string, max: number) => max - (this.inFlightByTarget.get(slot) ?? 0);
     const now = this.clock.now();
     const rows = await this.store.transaction(async (repo) => {
-      const claimed = [];
-      for (const target of known) {
-        const free = room(target, MAX_IN_FLIGHT_PER_TARGET);
-        if (free > 0) claimed.push(...(await repo.claimOutbox(now, this.id, now + this.leaseMs, free, { is: target })));
-      }
-      const free = room(UNKNOWN, MAX_IN_FLIGHT_UNKNOWN);
-      if (free > 0) claimed.push(...(await repo.claimOutbox(now, this.id, now + this.leaseMs, free, { notIn: known })));
+      const claimed: OutboxRow[] = [];
+      const claim = async (slot: string, max: number, target: OutboxTarget) => {
+        const free = room(slot, max);
+        if (free <= 0) return;
+        const rows = await repo.claimOutbox(now, this.id, now + this.leaseMs, free, target);
+        if (rows.length === free) this.saturated.add(slot);
+        else this.saturated.delete(slot);
+        claimed.push(...rows);
+      };
+      for (const target of known) await claim(target, MAX_IN_FLIGHT_PER_TARGET, { is: target });
+      await claim(UNKNOWN, MAX_IN_FLIGHT_UNKNOWN, { notIn: known });
       await repo.insertEvents(
         claimed
           .filter((row) => row.kind !== 'notify')
@@ -111,6 +117,8 @@ export class OutboxWorker {
       void sending.finally(() => {
         this.inFlight.delete(sending);
         this.inFlightByTarget.set(slot, (this.inFlightByTarget.get(slot) ?? 1) - 1);
+        // A backlog is worked through as fast as slots free up, not one batch per poll.
+        if (this.saturated.has(slot)) this.kick();
       });
     }
     return rows.length;
@@ -129,15 +137,18 @@ export class OutboxWorker {
 
   start(): void {
     if (this.timer) return;
-    this.timer = setInterval(() => {
-      if (this.claiming) return;
-      this.claiming = this.tick()
-        .catch((error) => this.log('error', 'outbox: claiming failed', { err: error }))
-        .finally(() => {
-          this.claiming = null;
-        });
-    }, this.config.outboxPollMs);
+    this.timer = setInterval(() => this.kick(), this.config.outboxPollMs);
     this.timer.unref();
+  }
+
+  /** One claim at a time, and only while started (tests drive `tick`/`drain` themselves). */
+  private kick(): void {
+    if (!this.timer || this.claiming) return;
+    this.claiming = this.tick()
+      .catch((error) => this.log('error', 'outbox: claiming failed', { err: error }))
+      .finally(() => {
+        this.claiming = null;
+      });
   }
 
   /** Stops claiming and waits for the calls under way (each bounded by the provider timeout). */
