@@ -40,17 +40,22 @@ const anyBeat = fc.record({
   dt: fc.integer({ min: 1 * S, max: 30 * S }),
   busy: fc.constantFrom('no' as const, 'gpu' as const, 'process' as const, 'unknown' as const, 'activity' as const, 'torn' as const),
 });
-/** Idle long enough for a hibernation, then the agent's report: the path to a stop. */
+/** Idle long enough for a hibernation, then the agent's report, often a drain: the path to a stop. */
 const cycle = fc
-  .record({ status: fc.constantFrom('succeeded' as const, 'succeeded' as const, 'failed' as const), resendBusy: fc.boolean() })
-  .map(({ status, resendBusy }): Action[] => [
+  .record({
+    status: fc.constantFrom('succeeded' as const, 'succeeded' as const, 'failed' as const),
+    resendBusy: fc.boolean(),
+    drain: fc.option(fc.constantFrom<Outcome>('ok', 'ok', 'server_error', 'vast_refused'), { nil: null }),
+  })
+  .map(({ status, resendBusy, drain }): Action[] => [
     ...Array.from({ length: 8 }, () => ({ kind: 'beat' as const, dt: 5 * S, busy: 'no' as const })),
     { kind: 'report', status, resendBusy },
+    ...(drain === null ? [] : [{ kind: 'drain' as const, outcome: drain, dt: 0 }]),
   ]);
 const outcome = fc.constantFrom<Outcome>('ok', 'ok', 'server_error', 'throttled', 'refused', 'vast_refused');
 const action: fc.Arbitrary<Action[]> = fc.oneof(
   { weight: 4, arbitrary: idleRun },
-  { weight: 3, arbitrary: cycle },
+  { weight: 5, arbitrary: cycle },
   { weight: 3, arbitrary: anyBeat.map((a) => [a]) },
   {
     weight: 3,
