@@ -4,6 +4,7 @@ import { judgeIdle } from '@dumont/protocol';
 import { recordFigure, scaled } from '../test-support/reliability.js';
 import { evaluate, type Decision, type InstancePolicy, type LifecycleFacts, type PolicyInput, type PolicySettings } from './hibernation-policy.js';
 import type { IdleObservation } from './idle-observation.js';
+import { DEFAULT_POLICY, DEFAULT_SETTINGS, MIN, NEVER_SEEN, S, T0 } from '../test-support/policy-fixtures.js';
 
 /**
  * The policy's promises, checked over random histories of beats (busy, idle, unknown, torn, late,
@@ -13,30 +14,8 @@ import type { IdleObservation } from './idle-observation.js';
  * answer carries, restarts) is checked over HTTP in fleet/lifecycle.adversarial.test.ts.
  */
 
-const S = 1000;
-const MIN = 60 * S;
-const T0 = Date.parse('2026-01-01T00:00:00Z');
-const settings: PolicySettings = {
-  idleUtilizationPercent: 5,
-  hibernationWarningSeconds: 60,
-  offlineAfterSeconds: 90,
-  hibernateTimeoutSeconds: 600,
-  freshnessSeconds: 30,
-  wakeTimeoutSeconds: 900,
-};
-const fresh: LifecycleFacts = {
-  status: 'offline',
-  lastHeartbeatAt: null,
-  idleSince: null,
-  scheduledAt: null,
-  postponedUntil: null,
-  hibernateIssuedAt: null,
-  onlineSince: null,
-  offlineSince: null,
-  providerState: null,
-  wakeRequestedAt: null,
-  savingSince: null,
-};
+const settings: PolicySettings = { ...DEFAULT_SETTINGS, hibernationWarningSeconds: 60 };
+const fresh: LifecycleFacts = NEVER_SEEN;
 
 type Step =
   | { kind: 'beat'; dt: number; lag: number; utilizations: (number | null)[]; processCount: number | null; activityAgo: number | null; collectorError: boolean; hookRunning: boolean; report: 'none' | 'succeeded' | 'failed'; hold: boolean }
@@ -107,7 +86,7 @@ interface Trace {
 /** Runs one history through the pure policy, checking every promise at every step. */
 function run(steps: readonly Step[]): Trace {
   let facts = fresh;
-  let policy: InstancePolicy = { enabled: true, thresholdMinutes: 1, ignoreGpuProcesses: false, stopsThroughProvider: false, dryRun: false };
+  let policy: InstancePolicy = { ...DEFAULT_POLICY, thresholdMinutes: 1 };
   let now = T0;
   // The oracle's own view.
   let postponedUntil = -Infinity;

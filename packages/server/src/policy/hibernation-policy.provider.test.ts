@@ -10,6 +10,7 @@ import {
   type PolicySettings,
 } from './hibernation-policy.js';
 import type { IdleObservation } from './idle-observation.js';
+import { DEFAULT_POLICY, DEFAULT_SETTINGS, MIN, NEVER_SEEN, S, T0 } from '../test-support/policy-fixtures.js';
 import { scaled } from '../test-support/reliability.js';
 
 /**
@@ -19,35 +20,13 @@ import { scaled } from '../test-support/reliability.js';
  * same promises over random histories that mix all of it, with a provider or without, in dry-run or not.
  */
 
-const S = 1000;
-const MIN = 60 * S;
-const T0 = Date.parse('2026-01-01T00:00:00Z');
 
-const settings: PolicySettings = {
-  idleUtilizationPercent: 5,
-  hibernationWarningSeconds: 300,
-  offlineAfterSeconds: 90,
-  hibernateTimeoutSeconds: 600,
-  freshnessSeconds: 30,
-  wakeTimeoutSeconds: 900,
-};
-const noProvider: InstancePolicy = { enabled: true, thresholdMinutes: 30, ignoreGpuProcesses: false, stopsThroughProvider: false, dryRun: false };
+const settings: PolicySettings = DEFAULT_SETTINGS;
+const noProvider: InstancePolicy = DEFAULT_POLICY;
 const withProvider: InstancePolicy = { ...noProvider, stopsThroughProvider: true };
 const dryRun: InstancePolicy = { ...withProvider, dryRun: true };
 
-const fresh: LifecycleFacts = {
-  status: 'offline',
-  lastHeartbeatAt: null,
-  idleSince: null,
-  scheduledAt: null,
-  postponedUntil: null,
-  hibernateIssuedAt: null,
-  onlineSince: null,
-  offlineSince: null,
-  providerState: null,
-  wakeRequestedAt: null,
-  savingSince: null,
-};
+const fresh: LifecycleFacts = NEVER_SEEN;
 
 type Obs = Omit<IdleObservation, 'observedAt' | 'failedCollectors' | 'hibernateHookRunning'> & Partial<IdleObservation>;
 const idle: Obs = { utilizations: [0], processCount: 0, lastActivityAt: null };

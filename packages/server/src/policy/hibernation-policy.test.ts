@@ -12,34 +12,13 @@ import {
   type PolicySettings,
 } from './hibernation-policy.js';
 import type { IdleObservation } from './idle-observation.js';
+import { DEFAULT_POLICY, DEFAULT_SETTINGS, MIN, NEVER_SEEN, S, T0 } from '../test-support/policy-fixtures.js';
 
-const S = 1000;
-const MIN = 60 * S;
-const T0 = Date.parse('2026-01-01T00:00:00Z');
 
-const settings: PolicySettings = {
-  idleUtilizationPercent: 5,
-  hibernationWarningSeconds: 300,
-  offlineAfterSeconds: 90,
-  hibernateTimeoutSeconds: 600,
-  freshnessSeconds: 30,
-  wakeTimeoutSeconds: 900,
-};
-const policy: InstancePolicy = { enabled: true, thresholdMinutes: 30, ignoreGpuProcesses: false, stopsThroughProvider: false, dryRun: false };
+const settings: PolicySettings = DEFAULT_SETTINGS;
+const policy: InstancePolicy = DEFAULT_POLICY;
 
-const fresh: LifecycleFacts = {
-  status: 'offline',
-  lastHeartbeatAt: null,
-  idleSince: null,
-  scheduledAt: null,
-  postponedUntil: null,
-  hibernateIssuedAt: null,
-  onlineSince: null,
-  offlineSince: null,
-  providerState: null,
-  wakeRequestedAt: null,
-  savingSince: null,
-};
+const fresh: LifecycleFacts = NEVER_SEEN;
 
 /** What a beat says; when it was collected is filled in at the beat's time unless given. */
 type Obs = Omit<IdleObservation, 'observedAt' | 'failedCollectors' | 'hibernateHookRunning'> & Partial<IdleObservation>;

@@ -80,12 +80,12 @@ function killIfAlive(pid: number): void {
   }
 }
 
-describe('command provider with real child processes', () => {
-  beforeAll(() => {
-    dir = mkdtempSync(join(tmpdir(), 'dumont-command-'));
-  });
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'dumont-command-'));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
+describe('command provider with real child processes', () => {
   it('is named command', () => {
     expect(createCommandProvider({ stop: ['true'], start: null }).name).toBe('command');
   });
@@ -259,17 +259,9 @@ describe('parseCommandLine', () => {
 });
 
 describe('the environment the configured command provider runs with', () => {
-  let envDir: string;
-  beforeAll(() => {
-    envDir = mkdtempSync(join(tmpdir(), 'dumont-command-env-'));
-  });
-  afterAll(() => rmSync(envDir, { recursive: true, force: true }));
-
   it("keeps the cloud CLI's variables and drops the server's own secrets", async () => {
-    const out = join(envDir, 'env.txt');
-    const path = join(envDir, 'dump-env');
-    writeFileSync(path, `#!/bin/sh\nenv > "${out}"\n`);
-    chmodSync(path, 0o755);
+    const out = join(dir, 'env.txt');
+    const path = script('dump-env', `env > "${out}"`);
     const provider = createCommandProvider({
       stop: [path],
       start: null,
@@ -292,17 +284,9 @@ describe('the environment the configured command provider runs with', () => {
 });
 
 describe('exit codes a script chooses', () => {
-  let exitDir: string;
-  beforeAll(() => {
-    exitDir = mkdtempSync(join(tmpdir(), 'dumont-command-exit-'));
-  });
-  afterAll(() => rmSync(exitDir, { recursive: true, force: true }));
-
   it('fails at once on a sysexits usage/config/permission code, retries EX_TEMPFAIL and anything else', async () => {
     const run = async (code: number) => {
-      const path = join(exitDir, `exit-${code}`);
-      writeFileSync(path, `#!/bin/sh\necho "exit with ${code}" >&2\nexit ${code}\n`);
-      chmodSync(path, 0o755);
+      const path = script(`exit-${code}`, `echo "exit with ${code}" >&2\nexit ${code}`);
       return createCommandProvider({ stop: [path], start: null }).execute(stop, 5_000);
     };
     expect(expectFailure(await run(77), false).message).toBe('exit 77: exit with 77');
