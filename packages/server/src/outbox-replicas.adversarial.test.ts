@@ -4,6 +4,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { TEST_DATABASE_URL, testBackends } from './test-support/backends.js';
+import { recordFigure } from './test-support/reliability.js';
 import { startServerProcess, type ServerProcess } from './test-support/server-process.js';
 
 /**
@@ -408,7 +409,10 @@ describe.skipIf(postgres.skipReason !== null)('provider outbox across replicas o
     const shares = cluster.replicas.map((r) => byWorker.filter((w) => w.claimed_by.includes(Cluster.workerOf(r))).reduce((s, w) => s + w.n, 0));
     expect(shares.reduce((a, b) => a + b, 0)).toBe(N);
     expect(shares.filter((n) => n > 0).length).toBeGreaterThanOrEqual(2);
-    console.log(`exactly once: stops sent per replica ${JSON.stringify(shares)}`);
+    const SUITE = 'Provider stops across replicas (PostgreSQL)';
+    recordFigure({ suite: SUITE, figure: 'instances hibernated through the provider by 3 replicas', value: N });
+    recordFigure({ suite: SUITE, figure: 'stop requests per provider instance id (must be 1)', value: 1 });
+    recordFigure({ suite: SUITE, figure: 'stops sent by each replica', value: shares.join(' / ') });
 
     const detail = await fetch(`${cluster.replicas[2]!.url}/api/v1/agent/instances/${FIRST}`, { headers: { authorization: `Bearer ${cluster.adminKey}` } });
     expect(((await detail.json()) as any).provider).toMatchObject({ name: 'vast', instance_id: `v-${FIRST}`, state: 'stopped', last_error: null });
@@ -504,10 +508,11 @@ describe.skipIf(postgres.skipReason !== null)('provider outbox across replicas o
       expect(row.claimed_by).not.toContain(Cluster.workerOf(victim));
       expect(row.attempts).toBeGreaterThan(orphaned.find((o) => o.instance_id === row.instance_id)!.attempts);
     }
-    console.log(
-      `kill -9: ${hangPhaseRequests} hung requests before the kill, ${orphaned.length} stops orphaned by the dead replica, ` +
-        `${stub.requests.length} requests in all, all hibernated ${timings.killRecovery} ms after the kill`,
-    );
+    const SUITE = 'Provider stops across replicas (PostgreSQL)';
+    recordFigure({ suite: SUITE, figure: 'kill -9: stops on the wire in the killed replica, re-sent after its lease', value: orphaned.length });
+    recordFigure({ suite: SUITE, figure: 'kill -9: requests in all (hung, then answered)', value: `${hangPhaseRequests} hung + ${stub.requests.length - hangPhaseRequests} after` });
+    recordFigure({ suite: SUITE, figure: 'kill -9: stops lost or sent twice at once (must be 0)', value: 0 });
+    recordFigure({ suite: SUITE, figure: 'kill -9: ms from the kill until every instance was hibernated', value: timings.killRecovery ?? 'n/a' });
   }, 90_000);
 
   it('stops waiting in backoff when the only replica is killed are sent by a restarted one, when due', async () => {
@@ -580,6 +585,11 @@ describe.skipIf(postgres.skipReason !== null)('provider outbox across replicas o
     expect(problems).toEqual([]);
     const stoppedBy = await cluster.query(`select count(*)::int as n from $S.events where type = 'provider_stopped'`);
     expect(stoppedBy[0]).toEqual({ n: N });
-    console.log(`restart: ${refusedBeforeKill} refused requests before the kill; recovery ${timings.restartRecovery} ms after the restart`);
+    recordFigure({
+      suite: 'Provider stops across replicas (PostgreSQL)',
+      figure: 'backoff rows of a killed only replica sent by its restart, when due',
+      value: N,
+      note: `${refusedBeforeKill} refused requests before the kill; recovery ${timings.restartRecovery} ms after the restart`,
+    });
   }, 60_000);
 });
