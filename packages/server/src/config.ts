@@ -54,6 +54,8 @@ export interface ServerConfig extends PolicySettings {
   publicUrlSet: boolean;
   /** How often each process looks for due outbox rows. */
   outboxPollMs: number;
+  /** A bearer token that may read `/metrics` (besides admin keys); compared in constant time. */
+  metricsToken: string | undefined;
 }
 
 type Env = Record<string, string | undefined>;
@@ -141,5 +143,6 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     publicUrlSet: url(env, 'DUMONT_PUBLIC_URL') !== undefined,
     publicUrl: (url(env, 'DUMONT_PUBLIC_URL') ?? `http://${host.includes(':') ? `[${host}]` : host}:${port}`).replace(/\/+$/, ''),
     outboxPollMs: number(env, 'DUMONT_OUTBOX_POLL_MS', 1000, (n) => n >= 10, 'at least 10 ms'),
+    metricsToken: env.DUMONT_METRICS_TOKEN?.trim() || undefined,
   };
 }
