@@ -166,6 +166,11 @@ export const RegisterInstanceResponse = Type.Object({
   /** Shown once; only its hash is stored. */
   agent_token: Type.String(),
   rotated: Type.Boolean(),
+  /**
+   * Run on the GPU host as root after saving `agent_token` to ./dumont-agent.token: installs the agent
+   * from this server. Holds no secret (the token is read from the file, never from the command line).
+   */
+  install_command: Type.String(),
 });
 export type RegisterInstanceResponse = Static<typeof RegisterInstanceResponse>;
 

@@ -82,7 +82,7 @@ export class OperatorService {
     }
   }
 
-  async register(operator: Operator, request: RegisterInstanceRequest & { owner?: string }): Promise<RegisterInstanceResponse> {
+  async register(operator: Operator, request: RegisterInstanceRequest & { owner?: string }): Promise<Omit<RegisterInstanceResponse, 'install_command'>> {
     const now = this.clock.now();
     if (request.owner !== undefined && !operator.admin && request.owner !== operator.owner) {
       throw new DumontError('forbidden', 'only an admin key may register an instance for another owner', 'owner');

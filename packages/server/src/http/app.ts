@@ -9,10 +9,12 @@ import type { Providers } from '../providers/registry.js';
 import { MassSilenceGuard } from '../fleet/mass-silence.js';
 import { OperatorService } from '../fleet/operator-service.js';
 import type { FleetStore } from '../store/store.js';
+import { agentDownloadRoutes } from './agent-download-routes.js';
 import { agentRoutes } from './agent-routes.js';
 import { AuthFailureGuard, Authenticator, credentialHashOf } from './auth.js';
 import { frameworkErrors, installErrorHandling } from './error-handler.js';
 import { instanceRoutes } from './instance-routes.js';
+import { metricsRoutes } from './metrics-routes.js';
 import { MAX_JSON_DEPTH, nestsDeeperThan, validatorCompiler } from './validation.js';
 
 export const BODY_LIMIT_BYTES = 64 * 1024;
@@ -126,7 +128,10 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
   });
   app.get('/openapi.json', { config: { rateLimit: false }, schema: { hide: true } }, async () => app.swagger());
 
+  // Before the routes: its hooks time every request and count accepted heartbeats.
+  await metricsRoutes(app, { store, clock, auth, metricsToken: config.metricsToken });
   agentRoutes(app, heartbeats);
-  instanceRoutes(app, operators, auth);
+  agentDownloadRoutes(app, { publicUrl: config.publicUrl, publicUrlSet: config.publicUrlSet });
+  instanceRoutes(app, operators, auth, config);
   return app;
 }

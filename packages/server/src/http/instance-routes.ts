@@ -23,6 +23,9 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { OperatorService } from '../fleet/operator-service.js';
+import type { ServerConfig } from '../config.js';
+import { installCommand } from '../agent-install-script.js';
+import { publicUrlOf } from './agent-download-routes.js';
 import type { Authenticator } from './auth.js';
 
 const DEFAULT_KEEP_ALIVE_MINUTES = 30;
@@ -38,7 +41,7 @@ function idempotencyKeyOf(request: FastifyRequest): string | undefined {
 }
 
 /** Operator endpoints under /api/v1/agent/instances; thin: validate, call the service. */
-export function instanceRoutes(app: FastifyInstance, operators: OperatorService, auth: Authenticator): void {
+export function instanceRoutes(app: FastifyInstance, operators: OperatorService, auth: Authenticator, config: ServerConfig): void {
   const r = app.withTypeProvider<TypeBoxTypeProvider>();
   const operator = (request: FastifyRequest) => request.operator!;
   const onRequest = async (request: FastifyRequest) => {
@@ -61,7 +64,9 @@ export function instanceRoutes(app: FastifyInstance, operators: OperatorService,
     },
     handler: async (request, reply) => {
       const result = await operators.register(operator(request), request.body);
-      return reply.code(result.rotated ? 200 : 201).send(result);
+      // The address the operator reached this server by: a GPU host can likely reach it too.
+      const install_command = installCommand(publicUrlOf(request, config), result.instance_id);
+      return reply.code(result.rotated ? 200 : 201).send({ ...result, install_command });
     },
   });
 
