@@ -13,6 +13,7 @@ import { agentDownloadRoutes } from './agent-download-routes.js';
 import { agentRoutes } from './agent-routes.js';
 import { AuthFailureGuard, Authenticator, credentialHashOf } from './auth.js';
 import { frameworkErrors, installErrorHandling } from './error-handler.js';
+import { docsRoutes } from './docs-routes.js';
 import { instanceRoutes } from './instance-routes.js';
 import { metricsRoutes } from './metrics-routes.js';
 import { MAX_JSON_DEPTH, nestsDeeperThan, validatorCompiler } from './validation.js';
@@ -66,11 +67,19 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
 
   await app.register(swagger, {
     openapi: {
+      // 3.1: its JSON Schema takes TypeBox's numeric `exclusiveMinimum` (3.0 wants a boolean there).
+      openapi: '3.1.0',
       info: { title: 'Dumont Agent Status API', version: '1' },
-      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      components: {
+        securitySchemes: {
+          bearer: { type: 'http', scheme: 'bearer', description: 'An API key, or (POST /api/v1/agent/status only) the agent token returned by registration.' },
+        },
+      },
       security: [{ bearer: [] }],
     },
   });
+  // Before any route: its onRoute hook documents each later route's errors and auth; /docs is exempt from the limits.
+  await docsRoutes(app);
 
   // Both limits are app-level onRequest hooks, which run before each route's own (authentication):
   // a request over a limit is refused before its credential costs a database lookup.
