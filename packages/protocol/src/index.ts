@@ -6,3 +6,4 @@ export * from './errors.js';
 export * from './aggregate.js';
 export * from './idle-rule.js';
 export * from './time.js';
+export * from './history.js';

@@ -56,6 +56,10 @@ export interface ServerConfig extends PolicySettings {
   outboxPollMs: number;
   /** A bearer token that may read `/metrics` (besides admin keys); compared in constant time. */
   metricsToken: string | undefined;
+  /** Raw per-GPU samples are kept this long (then only their 5-minute rollups). */
+  historyRawHours: number;
+  /** 5-minute rollups are kept this long; also the longest range one metrics query may span. */
+  historyDays: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -144,5 +148,7 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     publicUrl: (url(env, 'DUMONT_PUBLIC_URL') ?? `http://${host.includes(':') ? `[${host}]` : host}:${port}`).replace(/\/+$/, ''),
     outboxPollMs: number(env, 'DUMONT_OUTBOX_POLL_MS', 1000, (n) => n >= 10, 'at least 10 ms'),
     metricsToken: env.DUMONT_METRICS_TOKEN?.trim() || undefined,
+    historyRawHours: number(env, 'DUMONT_HISTORY_RAW_HOURS', 24, positive, 'a positive number of hours'),
+    historyDays: number(env, 'DUMONT_HISTORY_DAYS', 30, positive, 'a positive number of days'),
   };
 }

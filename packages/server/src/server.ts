@@ -3,6 +3,8 @@ import { ensureAdminKey } from './admin-key.js';
 import { systemClock, type Clock } from './clock.js';
 import type { ServerConfig } from './config.js';
 import { MassSilenceGuard } from './fleet/mass-silence.js';
+import { HistoryRecorder } from './fleet/history-recorder.js';
+import { HistoryStore } from './store/history.js';
 import { Sweeper } from './fleet/sweeper.js';
 import { buildApp } from './http/app.js';
 import { openStore } from './store/open-store.js';
@@ -17,6 +19,8 @@ export interface RunningServer {
   store: FleetStore;
   sweeper: Sweeper;
   outbox: OutboxWorker;
+  /** Batches every beat's metrics into the history; tests call `flush()` and `maintain()` themselves. */
+  history: HistoryRecorder;
   url: string;
   close(): Promise<void>;
 }
@@ -55,7 +59,10 @@ export async function startServer(
   }
   let log: FastifyInstance['log'] | null = null;
   const massSilence = new MassSilenceGuard(config, (level, message, data) => log?.[level](data, message));
-  const app = await buildApp({ store, clock, config, massSilence, providers, logger: options.logger ?? true });
+  const history = new HistoryRecorder(new HistoryStore(store.kysely, store.dialect), clock, config, {
+    onError: (error, what) => log?.error({ err: error }, `metrics history ${what} failed`),
+  });
+  const app = await buildApp({ store, clock, config, massSilence, providers, history, logger: options.logger ?? true });
   log = app.log;
   const sweeper = new Sweeper(store, clock, config, (error) => app.log.error({ err: error }, 'sweep failed'), massSilence);
   const address = await app.listen({ host: config.host, port: config.port });
@@ -63,17 +70,22 @@ export async function startServer(
   const notifier = notifierFor(config.publicUrlSet ? config.publicUrl : address);
   const outbox = new OutboxWorker(store, clock, config, providers, notifier, (level, message, data) => app.log[level](data, message), options.random);
   if (options.sweep ?? true) sweeper.start();
+  // With the sweeper: tests that drive the clock by hand flush and maintain the history themselves.
+  if (options.sweep ?? true) history.start();
   if (options.outbox ?? options.sweep ?? true) outbox.start();
   return {
     app,
     store,
     sweeper,
     outbox,
+    history,
     url: address,
     async close() {
       await sweeper.stop();
       await outbox.stop();
       await app.close();
+      // After the last beat was answered, before the store closes: the batch is written.
+      await history.stop();
       await store.close();
     },
   };

@@ -19,6 +19,7 @@ import type { InstanceUpdate } from '../store/schema.js';
 import type { FleetRepository, FleetStore, LifecycleRow } from '../store/store.js';
 import { idleRuleOfRow, InstanceWrite, policyOf } from './lifecycle-rows.js';
 import type { MassSilenceGuard } from './mass-silence.js';
+import type { HistoryRecorder } from './history-recorder.js';
 import { iso } from './views.js';
 
 /**
@@ -70,6 +71,7 @@ export class HeartbeatService {
     private readonly clock: Clock,
     private readonly config: ServerConfig,
     private readonly massSilence: MassSilenceGuard | null = null,
+    private readonly history: HistoryRecorder | null = null,
   ) {}
 
   /** Applies one heartbeat; answers only after the change is committed (durably, if it was a transition). */
@@ -88,6 +90,8 @@ export class HeartbeatService {
       }
       throw new DumontError('forbidden', `this agent token belongs to another instance, not ${beat.instance_id}`, 'instance_id');
     }
+    // Only appended to a batch in memory: written off this path, about a second later.
+    this.history?.record(beat.instance_id, now, beat);
     return {
       success: true,
       commands: outcome.commands,

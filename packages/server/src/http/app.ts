@@ -5,6 +5,10 @@ import swagger from '@fastify/swagger';
 import type { Clock } from '../clock.js';
 import type { ServerConfig } from '../config.js';
 import { HeartbeatService } from '../fleet/heartbeat-service.js';
+import type { HistoryRecorder } from '../fleet/history-recorder.js';
+import { HistoryService } from '../fleet/history-service.js';
+import { HistoryStore } from '../store/history.js';
+import { historyRoutes } from './history-routes.js';
 import type { Providers } from '../providers/registry.js';
 import { MassSilenceGuard } from '../fleet/mass-silence.js';
 import { OperatorService } from '../fleet/operator-service.js';
@@ -30,6 +34,8 @@ export interface AppDependencies {
   massSilence?: MassSilenceGuard;
   /** false for tests that want quiet output; otherwise pino JSON logs. */
   logger?: boolean;
+  /** Keeps every beat's metrics (server.ts starts and stops it); without one, beats are not kept. */
+  history?: HistoryRecorder;
 }
 
 /** Assembles the HTTP server: routes → services → policy → store. No I/O happens until `listen`. */
@@ -123,7 +129,7 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
   }
 
   const massSilence = deps.massSilence ?? new MassSilenceGuard(config);
-  const heartbeats = new HeartbeatService(store, clock, config, massSilence);
+  const heartbeats = new HeartbeatService(store, clock, config, massSilence, deps.history ?? null);
   const operators = new OperatorService(store, clock, config, deps.providers, massSilence);
   const auth = new Authenticator(store, config.adminKey);
 
@@ -142,5 +148,6 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
   agentRoutes(app, heartbeats);
   agentDownloadRoutes(app, { publicUrl: config.publicUrl, publicUrlSet: config.publicUrlSet });
   instanceRoutes(app, operators, auth, config);
+  historyRoutes(app, new HistoryService(store, new HistoryStore(store.kysely, store.dialect), clock, config), auth);
   return app;
 }

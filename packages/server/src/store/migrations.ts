@@ -1,4 +1,5 @@
 import { sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
+import { createHistoryTables } from './history.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -189,6 +190,12 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
         await db.schema.createIndex('savings_owner_end').on('savings').columns(['owner', 'ended_at']).execute();
         await db.schema.createIndex('savings_instance_end').on('savings').columns(['instance_id', 'ended_at']).execute();
+      },
+    },
+    '0004_metrics_history': {
+      async up(db: Kysely<any>) {
+        // Raw per-GPU samples and their 5-minute rollups (store/history.ts).
+        await createHistoryTables(db, dialect);
       },
     },
   };

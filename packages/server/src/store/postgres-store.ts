@@ -15,7 +15,7 @@ const INT8_OID = 20;
 export class PostgresStore extends KyselyRepository implements FleetStore {
   readonly dialect = 'postgres' as const;
 
-  private constructor(private readonly kysely: Kysely<Database>) {
+  private constructor(readonly kysely: Kysely<Database>) {
     super(kysely, true);
   }
 

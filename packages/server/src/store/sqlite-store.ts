@@ -45,7 +45,7 @@ export class SqliteStore extends KyselyRepository implements FleetStore {
   walSyncs = 0;
 
   private constructor(
-    private readonly kysely: Kysely<Database>,
+    readonly kysely: Kysely<Database>,
     durability: Durability,
   ) {
     super(kysely, false);

@@ -1,3 +1,5 @@
+import type { Kysely } from 'kysely';
+import type { Database } from './schema.js';
 import type { CommandRow, EventRow, InstanceRow, InstanceUpdate, NewEventRow, NewInstanceRow, NewSavingsRow, OutboxRow, SavingsRow } from './schema.js';
 
 /**
@@ -71,6 +73,8 @@ export interface FleetRepository {
 
 export interface FleetStore extends FleetRepository {
   readonly dialect: 'sqlite' | 'postgres';
+  /** The query builder over this store's database, for modules with tables of their own (metrics history). */
+  readonly kysely: Kysely<Database>;
   /**
    * Runs `work` in one transaction and resolves after its commit (made durable first when `work`
    * called `requireDurableCommit`). Reads with `forUpdate` lock their row where the engine can.

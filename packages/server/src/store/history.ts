@@ -1,0 +1,153 @@
+import { sql, type CreateTableBuilder, type Kysely } from 'kysely';
+
+export type HistoryDialect = 'sqlite' | 'postgres';
+
+/** Rollups summarise this much time per row. */
+export const ROLLUP_BUCKET_MS = 5 * 60_000;
+
+/** The metrics a sample and a rollup keep; GPU ones first, then the instance's. */
+export const GPU_METRICS = ['utilization_percent', 'memory_used_mb', 'temperature_celsius', 'power_watts'] as const;
+export const HISTORY_METRICS = [...GPU_METRICS, 'process_count', 'active_users'] as const;
+export type HistoryMetric = (typeof HISTORY_METRICS)[number];
+
+/**
+ * One GPU of one heartbeat. `gpu_index` -1 holds a beat that reported no GPU at all (its process count
+ * and active users are still kept). null = unknown, never zero.
+ */
+export type HistorySample = { instance_id: number; at: number; gpu_index: number } & Record<HistoryMetric, number | null>;
+
+/** Five minutes of one GPU: how many samples, and each metric's min/avg/max over the non-null ones. */
+export type RollupRow = { instance_id: number; bucket_at: number; gpu_index: number; samples: number } & {
+  [K in `${HistoryMetric}_${'min' | 'avg' | 'max'}`]: number | null;
+};
+
+const ROLLUP_VALUE_COLUMNS = HISTORY_METRICS.flatMap((m) => [`${m}_min`, `${m}_avg`, `${m}_max`] as const);
+
+/**
+ * Samples per multi-row INSERT: 9 parameters each stay under SQLite's 32,766 and PostgreSQL's 65,535
+ * bound parameters.
+ */
+export const MAX_ROWS_PER_INSERT = 2000;
+
+/**
+ * The history tables (migration `0004_metrics_history`). Keyed instance first, then time, so a read of
+ * one instance's range, its pruning and its rollup are each one range of the key. No foreign key: a
+ * sample insert must not look up the instance. SQLite stores them WITHOUT ROWID (the key is the
+ * table: no second b-tree). `if not exists`: tests may create them on a store migrated before 0004.
+ */
+export async function createHistoryTables(db: Kysely<any>, dialect: HistoryDialect): Promise<void> {
+  const noRowid = (builder: CreateTableBuilder<any, any>) => (dialect === 'sqlite' ? builder.modifyEnd(sql`without rowid`) : builder);
+  let samples: CreateTableBuilder<any, any> = db.schema
+    .createTable('metric_samples')
+    .ifNotExists()
+    .addColumn('instance_id', 'bigint', (c) => c.notNull())
+    .addColumn('at', 'bigint', (c) => c.notNull())
+    .addColumn('gpu_index', 'integer', (c) => c.notNull());
+  for (const metric of GPU_METRICS) samples = samples.addColumn(metric, 'double precision');
+  samples = samples
+    .addColumn('process_count', 'integer')
+    .addColumn('active_users', 'integer')
+    .addPrimaryKeyConstraint('metric_samples_pk', ['instance_id', 'at', 'gpu_index']);
+  await noRowid(samples).execute();
+
+  let rollups: CreateTableBuilder<any, any> = db.schema
+    .createTable('metric_rollups')
+    .ifNotExists()
+    .addColumn('instance_id', 'bigint', (c) => c.notNull())
+    .addColumn('bucket_at', 'bigint', (c) => c.notNull())
+    .addColumn('gpu_index', 'integer', (c) => c.notNull())
+    .addColumn('samples', 'integer', (c) => c.notNull());
+  for (const column of ROLLUP_VALUE_COLUMNS) rollups = rollups.addColumn(column, 'double precision');
+  rollups = rollups.addPrimaryKeyConstraint('metric_rollups_pk', ['instance_id', 'bucket_at', 'gpu_index']);
+  await noRowid(rollups).execute();
+}
+
+/** Every query of the metrics history, written once for both engines. */
+export class HistoryStore {
+  constructor(
+    private readonly db: Kysely<any>,
+    readonly dialect: HistoryDialect,
+  ) {}
+
+  /**
+   * Appends samples, MAX_ROWS_PER_INSERT per statement. A sample already stored (same instance, time
+   * and GPU: a beat retried within the same millisecond) is kept as it was.
+   */
+  async insertSamples(rows: readonly HistorySample[]): Promise<void> {
+    for (let start = 0; start < rows.length; start += MAX_ROWS_PER_INSERT) {
+      await this.db
+        .insertInto('metric_samples')
+        .values(rows.slice(start, start + MAX_ROWS_PER_INSERT))
+        .onConflict((oc) => oc.columns(['instance_id', 'at', 'gpu_index']).doNothing())
+        .execute();
+    }
+  }
+
+  /**
+   * (Re)computes the rollups of every bucket that starts in [from, to) from the raw samples, so running
+   * it twice over the same buckets, or from two replicas, converges on the same rows. Read through the
+   * instances table: each instance's samples are then one range of the key, not a scan of the table.
+   */
+  async rollUp(from: number, to: number): Promise<number> {
+    const bucket = sql.raw(String(ROLLUP_BUCKET_MS));
+    const aggregates = HISTORY_METRICS.map(
+      (m) => sql`min(s.${sql.ref(m)}), cast(avg(s.${sql.ref(m)}) as double precision), max(s.${sql.ref(m)})`,
+    );
+    const columns = ['instance_id', 'bucket_at', 'gpu_index', 'samples', ...ROLLUP_VALUE_COLUMNS];
+    const updates = ['samples', ...ROLLUP_VALUE_COLUMNS].map((c) => sql`${sql.ref(c)} = excluded.${sql.ref(c)}`);
+    // Buckets are aligned to the epoch, so [from, to) is widened to whole buckets.
+    const start = Math.floor(from / ROLLUP_BUCKET_MS) * ROLLUP_BUCKET_MS;
+    const end = Math.ceil(to / ROLLUP_BUCKET_MS) * ROLLUP_BUCKET_MS;
+    const result = await sql`
+      insert into metric_rollups (${sql.join(columns.map((c) => sql.ref(c)))})
+      select s.instance_id, (s.at / ${bucket}) * ${bucket}, s.gpu_index, count(*), ${sql.join(aggregates)}
+      from instances i join metric_samples s on s.instance_id = i.instance_id
+      where s.at >= ${start} and s.at < ${end}
+      group by 1, 2, 3
+      on conflict (instance_id, bucket_at, gpu_index) do update set ${sql.join(updates)}`.execute(this.db);
+    return Number(result.numAffectedRows ?? 0);
+  }
+
+  /** Deletes raw samples older than `rawBefore` and rollups older than `rollupsBefore`; answers how many. */
+  async prune(rawBefore: number, rollupsBefore: number): Promise<{ samples: number; rollups: number }> {
+    // `instance_id in (…)` lets SQLite seek each instance's old range instead of reading the whole table.
+    const ids = (eb: any) => eb.selectFrom('instances').select('instance_id');
+    const samples = await this.db
+      .deleteFrom('metric_samples')
+      .where((eb) => eb.and([eb('instance_id', 'in', ids(eb)), eb('at', '<', rawBefore)]))
+      .executeTakeFirst();
+    const rollups = await this.db
+      .deleteFrom('metric_rollups')
+      .where((eb) => eb.and([eb('instance_id', 'in', ids(eb)), eb('bucket_at', '<', rollupsBefore)]))
+      .executeTakeFirst();
+    return { samples: Number(samples.numDeletedRows), rollups: Number(rollups.numDeletedRows) };
+  }
+
+  /** One instance's GPU samples with `from <= at <= to`, oldest first. */
+  async samples(instanceId: number, from: number, to: number): Promise<HistorySample[]> {
+    return this.db
+      .selectFrom('metric_samples')
+      .selectAll()
+      .where('instance_id', '=', instanceId)
+      .where('at', '>=', from)
+      .where('at', '<=', to)
+      .where('gpu_index', '>=', 0)
+      .orderBy('at')
+      .orderBy('gpu_index')
+      .execute() as Promise<HistorySample[]>;
+  }
+
+  /** One instance's GPU rollups of the buckets that overlap [from, to], oldest first. */
+  async rollups(instanceId: number, from: number, to: number): Promise<RollupRow[]> {
+    return this.db
+      .selectFrom('metric_rollups')
+      .selectAll()
+      .where('instance_id', '=', instanceId)
+      .where('bucket_at', '>', from - ROLLUP_BUCKET_MS)
+      .where('bucket_at', '<=', to)
+      .where('gpu_index', '>=', 0)
+      .orderBy('bucket_at')
+      .orderBy('gpu_index')
+      .execute() as Promise<RollupRow[]>;
+  }
+}
