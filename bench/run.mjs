@@ -30,11 +30,11 @@ import {
 import { ensureTools } from './lib/tools.mjs';
 import { runWrkSet } from './lib/wrk.mjs';
 
-const TARGETS = ['node-http', 'etcd', 'pushgateway', 'sqlite', 'sqlite-fsync', 'pg-1', 'pg-3', 'provider', 'fleet', 'agent'];
+const TARGETS = ['node-http', 'etcd', 'pushgateway', 'sqlite', 'sqlite-no-history', 'sqlite-fsync', 'pg-1', 'pg-3', 'provider', 'fleet', 'agent'];
 const GROUPS = {
   node: ['node-http'],
   bare: ['node-http'],
-  sqlite: ['sqlite', 'sqlite-fsync'],
+  sqlite: ['sqlite', 'sqlite-no-history', 'sqlite-fsync'],
   pg: ['pg-1', 'pg-3'],
   postgres: ['pg-1', 'pg-3'],
   '100k': ['fleet'],
@@ -321,14 +321,16 @@ if (wrkTargets.length && tools.wrk.missing) {
         }
       });
   }
-  for (const [key, target, fsync, durability] of [
-    ['sqlite', 'dumont sqlite', 'transitions', DURABILITY.sqlite],
-    ['sqlite-fsync', 'dumont sqlite fsync=always', 'always', DURABILITY.sqliteFsync],
+  // `sqlite-no-history` is the same run without the metrics history: the cost of keeping it.
+  for (const [key, target, fsync, durability, history] of [
+    ['sqlite', 'dumont sqlite', 'transitions', DURABILITY.sqlite, 'on'],
+    ['sqlite-no-history', 'dumont sqlite, history off', 'transitions', DURABILITY.sqlite, 'off'],
+    ['sqlite-fsync', 'dumont sqlite fsync=always', 'always', DURABILITY.sqliteFsync, 'on'],
   ]) {
     if (!wants(key)) continue;
     await runTarget(target, async () => {
       const data = tempDir(key);
-      const server = await startDumont({ databaseUrl: `sqlite:${join(data.dir, 'dumont.db')}`, adminKey, env: { DUMONT_FSYNC: fsync }, cpuProfDir });
+      const server = await startDumont({ databaseUrl: `sqlite:${join(data.dir, 'dumont.db')}`, adminKey, env: { DUMONT_FSYNC: fsync, DUMONT_HISTORY: history }, cpuProfDir });
       try {
         say(`${target}: registering ${options.instances} instances…`);
         const tokens = await registerAll(server.url);

@@ -57,6 +57,8 @@ export interface ServerConfig extends PolicySettings {
   /** A bearer token that may read `/metrics` (besides admin keys); compared in constant time. */
   metricsToken: string | undefined;
   /** Raw per-GPU samples are kept this long (then only their 5-minute rollups). */
+  /** `DUMONT_HISTORY=off` keeps no metrics history (the benchmark's baseline); on by default. */
+  historyEnabled: boolean;
   historyRawHours: number;
   /** 5-minute rollups are kept this long; also the longest range one metrics query may span. */
   historyDays: number;
@@ -90,6 +92,14 @@ function flag(env: Env, name: string): boolean {
   if (raw === undefined || raw === '' || raw === '0' || raw === 'false' || raw === 'no') return false;
   if (raw === '1' || raw === 'true' || raw === 'yes') return true;
   throw new Error(`${name}=${env[name]}: must be 1 or 0`);
+}
+
+function onOff(env: Env, name: string, fallback: boolean): boolean {
+  const raw = env[name]?.trim().toLowerCase();
+  if (raw === undefined || raw === '') return fallback;
+  if (raw === 'on') return true;
+  if (raw === 'off') return false;
+  throw new Error(`${name}=${env[name]}: must be on or off`);
 }
 
 const positive = (n: number) => n > 0;
@@ -148,6 +158,7 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     publicUrl: (url(env, 'DUMONT_PUBLIC_URL') ?? `http://${host.includes(':') ? `[${host}]` : host}:${port}`).replace(/\/+$/, ''),
     outboxPollMs: number(env, 'DUMONT_OUTBOX_POLL_MS', 1000, (n) => n >= 10, 'at least 10 ms'),
     metricsToken: env.DUMONT_METRICS_TOKEN?.trim() || undefined,
+    historyEnabled: onOff(env, 'DUMONT_HISTORY', true),
     historyRawHours: number(env, 'DUMONT_HISTORY_RAW_HOURS', 24, positive, 'a positive number of hours'),
     historyDays: number(env, 'DUMONT_HISTORY_DAYS', 30, positive, 'a positive number of days'),
   };

@@ -60,9 +60,10 @@ export async function startServer(
   let log: FastifyInstance['log'] | null = null;
   const massSilence = new MassSilenceGuard(config, (level, message, data) => log?.[level](data, message));
   const history = new HistoryRecorder(new HistoryStore(store.kysely, store.dialect), clock, config, {
+    minSampleIntervalMs: (config.heartbeatIntervalSeconds * 1000) / 2,
     onError: (error, what) => log?.error({ err: error }, `metrics history ${what} failed`),
   });
-  const app = await buildApp({ store, clock, config, massSilence, providers, history, logger: options.logger ?? true });
+  const app = await buildApp({ store, clock, config, massSilence, providers, ...(config.historyEnabled ? { history } : {}), logger: options.logger ?? true });
   log = app.log;
   const sweeper = new Sweeper(store, clock, config, (error) => app.log.error({ err: error }, 'sweep failed'), massSilence);
   const address = await app.listen({ host: config.host, port: config.port });
@@ -71,7 +72,7 @@ export async function startServer(
   const outbox = new OutboxWorker(store, clock, config, providers, notifier, (level, message, data) => app.log[level](data, message), options.random);
   if (options.sweep ?? true) sweeper.start();
   // With the sweeper: tests that drive the clock by hand flush and maintain the history themselves.
-  if (options.sweep ?? true) history.start();
+  if ((options.sweep ?? true) && config.historyEnabled) history.start();
   if (options.outbox ?? options.sweep ?? true) outbox.start();
   return {
     app,

@@ -17,6 +17,11 @@ export interface HistoryRecorderOptions {
   maintenanceIntervalMs?: number;
   /** While the database refuses writes the oldest samples beyond this many are dropped, not the process. */
   maxPendingSamples?: number;
+  /**
+   * At most one sample per instance this often: an agent beats every 30 s, and one retrying or beating
+   * faster adds no resolution worth a row per GPU (0 keeps every beat).
+   */
+  minSampleIntervalMs?: number;
   onError?: (error: unknown, what: 'flush' | 'maintenance') => void;
 }
 
@@ -66,6 +71,8 @@ export class HistoryRecorder {
   private readonly maxPendingSamples: number;
   /** Samples dropped because the database did not take them in time. */
   dropped = 0;
+  /** When each instance's last sample was taken (server time), for `minSampleIntervalMs`. */
+  private readonly lastSampleAt = new Map<number, number>();
 
   constructor(
     private readonly history: HistoryStore,
@@ -94,6 +101,12 @@ export class HistoryRecorder {
 
   /** On the heartbeat's path: no I/O, no await. Once started, a full batch is written at once. */
   record(instanceId: number, at: number, beat: HeartbeatRequest): void {
+    const minInterval = this.options.minSampleIntervalMs ?? 0;
+    if (minInterval > 0) {
+      const last = this.lastSampleAt.get(instanceId);
+      if (last !== undefined && at - last < minInterval && at >= last) return;
+      this.lastSampleAt.set(instanceId, at);
+    }
     for (const sample of samplesOf(instanceId, at, beat)) this.pending.push(sample);
     if (this.pending.length > this.maxPendingSamples) {
       const excess = this.pending.length - this.maxPendingSamples;

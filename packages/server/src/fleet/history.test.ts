@@ -178,11 +178,12 @@ for (const backend of await testBackends()) {
 
     it('averages a range that holds more than 1000 samples per GPU into at most 1000 points', async () => {
       await t.register(12);
-      // 1800 samples per GPU in the last hour (one every 2 s), written straight into the batch.
-      const start = T0 - HOUR;
-      for (let i = 0; i < 1800; i++) t.server.history.record(12, start + i * 2000, asBeat(twoGpus(12, i % 2 === 0 ? 0 : 100, null)));
+      // 1800 samples per GPU over the last 7.5 hours (one every 15 s, the fastest the server keeps),
+      // written straight into the batch.
+      const start = T0 - 7.5 * HOUR;
+      for (let i = 0; i < 1800; i++) t.server.history.record(12, start + i * 15_000, asBeat(twoGpus(12, i % 2 === 0 ? 0 : 100, null)));
       await t.server.history.flush();
-      const res = await metrics(12);
+      const res = await metrics(12, `?from=${new Date(start).toISOString()}&to=${new Date(T0).toISOString()}`);
       expect(res.json.resolution).toBe('raw');
       expect(res.json.step_seconds).toBeGreaterThan(0);
       for (const gpu of res.json.gpus) {
@@ -220,3 +221,49 @@ for (const backend of await testBackends()) {
     });
   });
 }
+
+describe('DUMONT_HISTORY=off (the benchmark baseline)', () => {
+  it('records nothing and answers an empty history; a value other than on/off is refused', async () => {
+    const backend = (await testBackends()).find((b) => b.name === 'sqlite')!;
+    const db = await backend.open();
+    const t = await new TestServer(async () => db.store, { DUMONT_HISTORY: 'off' }).start();
+    try {
+      const token = await t.register(9);
+      expect((await t.beat(token, twoGpus(9, 10, 20))).status).toBe(200);
+      await t.server.history.flush();
+      const rows = await kyselyOf(t.server.store).selectFrom('metric_samples').select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow();
+      expect(Number(rows.n)).toBe(0);
+      const res = await t.request('GET', '/api/v1/agent/instances/9/metrics');
+      expect(res.status).toBe(200);
+      expect(res.json.gpus.every((g: { points: unknown[] }) => g.points.length === 0)).toBe(true);
+    } finally {
+      await t.close();
+      await db.dispose();
+    }
+    expect(() => new TestServer(async () => db.store, { DUMONT_HISTORY: 'maybe' })).toThrow('DUMONT_HISTORY=maybe: must be on or off');
+  });
+});
+
+describe('sampling', () => {
+  it('keeps at most one sample per instance per interval: a fast or retrying agent adds no rows', async () => {
+    const backend = (await testBackends()).find((b) => b.name === 'sqlite')!;
+    const db = await backend.open();
+    const t = await new TestServer(async () => db.store).start();
+    try {
+      const token = await t.register(11);
+      // Beats 5 s apart: with the default 30 s heartbeat interval one sample per 15 s is kept.
+      for (let i = 0; i < 7; i++) {
+        expect((await t.beat(token, twoGpus(11, 10 + i, 20))).status).toBe(200);
+        t.clock.advance(5000);
+      }
+      await t.server.history.flush();
+      const rows = await kyselyOf(t.server.store).selectFrom('metric_samples').select('at').execute();
+      // Beats at 0, 5, …, 30 s: kept at 0, 15 and 30 s, two GPUs each.
+      expect(rows.map((r) => Number(r.at) - T0).sort((a, b) => a - b)).toEqual([0, 0, 15_000, 15_000, 30_000, 30_000]);
+    } finally {
+      await t.close();
+      await db.dispose();
+    }
+  });
+});
+
