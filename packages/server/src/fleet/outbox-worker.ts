@@ -84,6 +84,7 @@ export class OutboxWorker {
     const room = (slot: string, max: number) => max - (this.inFlightByTarget.get(slot) ?? 0);
     const now = this.clock.now();
     const rows = await this.store.transaction(async (repo) => {
+      await repo.closeAbandonedWithdrawals(now);
       const claimed: OutboxRow[] = [];
       const claim = async (slot: string, max: number, target: OutboxTarget) => {
         const free = room(slot, max);

@@ -193,14 +193,6 @@ export class KyselyRepository implements FleetRepository {
     if ('is' in target) due = due.where('target', '=', target.is);
     else if (target.notIn.length > 0) due = due.where('target', 'not in', target.notIn);
     if (this.rowLocks) due = due.forUpdate().skipLocked();
-    // A stop withdrawn while it was being sent, whose sender died: it must never be sent again.
-    await this.db
-      .updateTable('outbox')
-      .set({ state: 'cancelled', completed_at: now, claimed_by: null, claimed_until: null })
-      .where(sql<boolean>`state = 'pending'`)
-      .where('cancel_requested', '=', 1)
-      .where('claimed_until', '<=', now)
-      .execute();
     const ids = (await due.execute()).map((r) => r.id);
     if (ids.length === 0) return [];
     const claimed = await this.db
@@ -211,6 +203,16 @@ export class KyselyRepository implements FleetRepository {
       .execute();
     // RETURNING follows no order: oldest first, as claimed.
     return claimed.sort((a, b) => a.due_at - b.due_at || a.id.localeCompare(b.id));
+  }
+
+  async closeAbandonedWithdrawals(now: number) {
+    await this.db
+      .updateTable('outbox')
+      .set({ state: 'cancelled', completed_at: now, claimed_by: null, claimed_until: null })
+      .where(sql<boolean>`state = 'pending'`)
+      .where('cancel_requested', '=', 1)
+      .where('claimed_until', '<=', now)
+      .execute();
   }
 
   async finishOutbox(id: string, claimer: string, patch: Partial<OutboxRow>) {

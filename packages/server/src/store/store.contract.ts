@@ -240,6 +240,7 @@ export function storeContract(backend: TestBackend): void {
       expect((await store.getOutbox('sending'))!).toMatchObject({ state: 'pending', cancel_requested: 1 });
       // Its sender died: once the claim expires the row is closed, not sent.
       expect(await store.transaction((repo) => repo.claimOutbox(T + 20_000, 'w2', T + 40_000, 10, { is: 'vast' }))).toEqual([]);
+      await store.closeAbandonedWithdrawals(T + 20_000);
       expect((await store.getOutbox('sending'))!.state).toBe('cancelled');
       expect((await store.listOutbox(2)).map((r) => r.id)).toEqual(['sending']);
     });

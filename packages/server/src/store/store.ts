@@ -49,6 +49,8 @@ export interface FleetRepository {
    * PostgreSQL concurrent claimers skip each other's rows (FOR UPDATE SKIP LOCKED).
    */
   claimOutbox(now: number, claimer: string, claimedUntil: number, limit: number, target: OutboxTarget): Promise<OutboxRow[]>;
+  /** Rows withdrawn while being sent whose sender died (claim expired): cancelled, never sent again. */
+  closeAbandonedWithdrawals(now: number): Promise<void>;
   /** Records an attempt's outcome: only while `claimer` still holds the row and it is pending. */
   finishOutbox(id: string, claimer: string, patch: Partial<OutboxRow>): Promise<boolean>;
   /**
