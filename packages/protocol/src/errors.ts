@@ -6,8 +6,8 @@ import { Type, type Static } from '@sinclair/typebox';
  */
 export const ERRORS = {
   invalid_request: { status: 400, title: 'A field of the request is missing or invalid; `field` names it.' },
-  unauthorized: { status: 401, title: 'No valid `Authorization: Bearer` key or agent token.' },
-  forbidden: { status: 403, title: 'The credential is valid but may not do this (e.g. an agent token for another instance).' },
+  unauthorized: { status: 401, title: 'No valid `Authorization: Bearer` key or agent token, or no live dashboard session.' },
+  forbidden: { status: 403, title: 'The credential is valid but may not do this (e.g. an agent token for another instance, or a change made with the session cookie without its `X-CSRF-Token`).' },
   not_found: { status: 404, title: 'No such route, or no such instance visible to this key.' },
   instance_hibernating: { status: 409, title: 'The instance is hibernating or hibernated; the action does not apply.' },
   instance_not_hibernated: { status: 409, title: 'Only a hibernated instance can be woken; this one is in another status.' },

@@ -7,3 +7,4 @@ export * from './aggregate.js';
 export * from './idle-rule.js';
 export * from './time.js';
 export * from './history.js';
+export * from './session.js';

@@ -56,12 +56,14 @@ export interface ServerConfig extends PolicySettings {
   outboxPollMs: number;
   /** A bearer token that may read `/metrics` (besides admin keys); compared in constant time. */
   metricsToken: string | undefined;
-  /** Raw per-GPU samples are kept this long (then only their 5-minute rollups). */
   /** `DUMONT_HISTORY=off` keeps no metrics history (the benchmark's baseline); on by default. */
   historyEnabled: boolean;
+  /** Raw per-GPU samples are kept this long (then only their 5-minute rollups). */
   historyRawHours: number;
   /** 5-minute rollups are kept this long; also the longest range one metrics query may span. */
   historyDays: number;
+  /** A dashboard login lasts this long (then the key is asked for again). */
+  sessionHours: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -161,5 +163,6 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     historyEnabled: onOff(env, 'DUMONT_HISTORY', true),
     historyRawHours: number(env, 'DUMONT_HISTORY_RAW_HOURS', 24, positive, 'a positive number of hours'),
     historyDays: number(env, 'DUMONT_HISTORY_DAYS', 30, positive, 'a positive number of days'),
+    sessionHours: number(env, 'DUMONT_SESSION_HOURS', 12, positive, 'a positive number of hours'),
   };
 }

@@ -4,7 +4,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
  * API keys and agent tokens are 256-bit random strings, so a fast hash is enough to store them: there
  * is nothing to brute-force. Only the hash is kept; the clear value is shown once.
  */
-export function newSecret(prefix: 'dmk' | 'dmt'): string {
+export function newSecret(prefix: 'dmk' | 'dmt' | 'dms'): string {
   return `${prefix}_${randomBytes(32).toString('base64url')}`;
 }
 

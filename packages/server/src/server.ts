@@ -38,6 +38,8 @@ export async function startServer(
     outbox?: boolean;
     /** The outbox's retry jitter (tests make it predictable). */
     random?: () => number;
+    /** The built dashboard's folder (default: @dumont/dashboard's dist). */
+    dashboardDir?: string;
   } = {},
 ): Promise<RunningServer> {
   const clock = options.clock ?? systemClock;
@@ -63,7 +65,7 @@ export async function startServer(
     minSampleIntervalMs: (config.heartbeatIntervalSeconds * 1000) / 2,
     onError: (error, what) => log?.error({ err: error }, `metrics history ${what} failed`),
   });
-  const app = await buildApp({ store, clock, config, massSilence, providers, ...(config.historyEnabled ? { history } : {}), logger: options.logger ?? true });
+  const app = await buildApp({ store, clock, config, massSilence, providers, ...(config.historyEnabled ? { history } : {}), logger: options.logger ?? true, ...(options.dashboardDir ? { dashboardDir: options.dashboardDir } : {}) });
   log = app.log;
   const sweeper = new Sweeper(store, clock, config, (error) => app.log.error({ err: error }, 'sweep failed'), massSilence);
   const address = await app.listen({ host: config.host, port: config.port });

@@ -15,11 +15,14 @@ import { OperatorService } from '../fleet/operator-service.js';
 import type { FleetStore } from '../store/store.js';
 import { agentDownloadRoutes } from './agent-download-routes.js';
 import { agentRoutes } from './agent-routes.js';
-import { AuthFailureGuard, Authenticator, credentialHashOf } from './auth.js';
+import { AuthFailureGuard, Authenticator, credentialHashOf, SESSION_COOKIE, sessionHashOf } from './auth.js';
 import { frameworkErrors, installErrorHandling } from './error-handler.js';
 import { docsRoutes } from './docs-routes.js';
 import { instanceRoutes } from './instance-routes.js';
 import { metricsRoutes } from './metrics-routes.js';
+import { dashboardRoutes } from './dashboard-routes.js';
+import { sessionRoutes } from './session-routes.js';
+import { SessionStore } from '../store/sessions.js';
 import { MAX_JSON_DEPTH, nestsDeeperThan, validatorCompiler } from './validation.js';
 
 export const BODY_LIMIT_BYTES = 64 * 1024;
@@ -36,6 +39,8 @@ export interface AppDependencies {
   logger?: boolean;
   /** Keeps every beat's metrics (server.ts starts and stops it); without one, beats are not kept. */
   history?: HistoryRecorder;
+  /** Where the built dashboard is (tests point elsewhere); default: @dumont/dashboard's dist. */
+  dashboardDir?: string;
 }
 
 /** Assembles the HTTP server: routes → services → policy → store. No I/O happens until `listen`. */
@@ -79,6 +84,12 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
       components: {
         securitySchemes: {
           bearer: { type: 'http', scheme: 'bearer', description: 'An API key, or (POST /api/v1/agent/status only) the agent token returned by registration.' },
+          session: {
+            type: 'apiKey',
+            in: 'cookie',
+            name: SESSION_COOKIE,
+            description: `The dashboard's session (POST /api/v1/session). Changes made with it also need the session's \`X-CSRF-Token\`.`,
+          },
         },
       },
       security: [{ bearer: [] }],
@@ -115,7 +126,7 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
       max: config.rateLimitPerMinute,
       timeWindow: 60_000,
       // Per credential, keyed by its hash so the limiter's memory holds no secret.
-      keyGenerator: (request) => credentialHashOf(request) ?? `ip:${request.ip}`,
+      keyGenerator: (request) => credentialHashOf(request) ?? sessionHashOf(request) ?? `ip:${request.ip}`,
       errorResponseBuilder: (_request, context) => ({
         statusCode: 429,
         error: 'rate_limited',
@@ -131,7 +142,11 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
   const massSilence = deps.massSilence ?? new MassSilenceGuard(config);
   const heartbeats = new HeartbeatService(store, clock, config, massSilence, deps.history ?? null);
   const operators = new OperatorService(store, clock, config, deps.providers, massSilence);
-  const auth = new Authenticator(store, config.adminKey);
+  const auth = new Authenticator(store, config.adminKey, {
+    store: new SessionStore(store.kysely),
+    clock,
+    ttlMs: config.sessionHours * 3_600_000,
+  });
 
   app.get('/healthz', { config: { rateLimit: false }, schema: { hide: true } }, async (_request, reply) => {
     try {
@@ -147,6 +162,8 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
   await metricsRoutes(app, { store, clock, auth, metricsToken: config.metricsToken });
   agentRoutes(app, heartbeats);
   agentDownloadRoutes(app, { publicUrl: config.publicUrl, publicUrlSet: config.publicUrlSet });
+  await sessionRoutes(app, auth, { publicUrl: config.publicUrl, ttlSeconds: config.sessionHours * 3600 });
+  dashboardRoutes(app, { distDir: deps.dashboardDir });
   instanceRoutes(app, operators, auth, config);
   historyRoutes(app, new HistoryService(store, new HistoryStore(store.kysely, store.dialect), clock, config), auth);
   return app;

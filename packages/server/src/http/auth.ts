@@ -1,8 +1,10 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import { DumontError } from '@dumont/protocol';
 import type { FastifyRequest } from 'fastify';
 import type { Clock } from '../clock.js';
 import type { Operator } from '../fleet/principal.js';
-import { hashSecret, sameHash } from '../secrets.js';
+import { hashSecret, newSecret, sameHash } from '../secrets.js';
+import type { SessionStore } from '../store/sessions.js';
 import type { FleetStore } from '../store/store.js';
 
 export const ADMIN_OWNER = 'admin';
@@ -13,7 +15,51 @@ declare module 'fastify' {
     credentialHash?: string | null;
     /** Set once an API key authenticated (an operator route). */
     operator?: Operator;
+    /** SHA-256 of the dashboard session cookie, computed once per request; null without one. */
+    sessionHash?: string | null;
   }
+}
+
+/** The dashboard's session cookie: HttpOnly, SameSite=Strict; its value is a random token, never a key. */
+export const SESSION_COOKIE = 'dumont_session';
+/** Where a browser session sends its CSRF token on every state-changing request. */
+export const CSRF_HEADER = 'x-csrf-token';
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/** The value of one cookie of the request's `Cookie` header, or undefined. */
+export function cookieValue(request: FastifyRequest, name: string): string | undefined {
+  const header = request.headers.cookie;
+  if (typeof header !== 'string') return undefined;
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return undefined;
+}
+
+/** The hash of the session cookie, or null without one. */
+export function sessionHashOf(request: FastifyRequest): string | null {
+  if (request.sessionHash !== undefined) return request.sessionHash;
+  const token = cookieValue(request, SESSION_COOKIE);
+  request.sessionHash = token ? hashSecret(token) : null;
+  return request.sessionHash;
+}
+
+/**
+ * The CSRF token of a session: derived from its secret token, so nothing more is stored and only the
+ * holder of the cookie's value (the server, or the page it told) can know it.
+ */
+export function csrfTokenOf(sessionToken: string): string {
+  return createHmac('sha256', sessionToken).update('dumont csrf v1').digest('base64url');
+}
+
+export interface OpenedSession {
+  /** The cookie's value: shown to the browser once, stored only hashed. */
+  token: string;
+  csrfToken: string;
+  owner: string;
+  admin: boolean;
+  expiresAt: number;
 }
 
 /** The hash of the bearer credential, or null without one; the clear value never leaves here. */
@@ -31,28 +77,125 @@ export function bearerHash(request: FastifyRequest): string {
   return hash;
 }
 
-/** Resolves API keys: the environment's admin key, or one stored (hashed) by `keys create` / first start. */
+/**
+ * Resolves operators: a bearer API key (the environment's admin key, or one stored hashed by `keys
+ * create` / first start), or a dashboard session opened with one. A session is only as good as its
+ * key: it ends when the key does, and a state-changing request made with it must also carry its CSRF
+ * token and, when the browser names one, this server's origin.
+ */
 export class Authenticator {
   private readonly envAdminHash: string | null;
 
   constructor(
     private readonly store: FleetStore,
     adminKey: string | undefined,
+    private readonly sessions?: { store: SessionStore; clock: Clock; ttlMs: number },
   ) {
     this.envAdminHash = adminKey ? hashSecret(adminKey) : null;
   }
 
   async operator(request: FastifyRequest): Promise<Operator> {
+    if (credentialHashOf(request) === null && sessionHashOf(request) !== null) return this.sessionOperator(request);
     const hash = bearerHash(request);
+    const operator = await this.keyOperator(hash);
+    if (operator) return operator;
+    if ((await this.store.findInstanceIdByTokenHash(hash)) !== undefined) {
+      throw new DumontError('forbidden', 'an agent token can only post heartbeats; use an API key', 'authorization');
+    }
+    throw new DumontError('unauthorized', 'unknown API key', 'authorization');
+  }
+
+  /** The operator an API key (given by its hash) stands for, if it is one. */
+  private async keyOperator(hash: string): Promise<Operator | undefined> {
     if (this.envAdminHash !== null && sameHash(hash, this.envAdminHash)) {
       return { kind: 'operator', owner: ADMIN_OWNER, admin: true };
     }
     const key = await this.store.findApiKey(hash);
     if (key && sameHash(key.key_hash, hash)) return { kind: 'operator', owner: key.owner, admin: key.is_admin === 1 };
-    if ((await this.store.findInstanceIdByTokenHash(hash)) !== undefined) {
-      throw new DumontError('forbidden', 'an agent token can only post heartbeats; use an API key', 'authorization');
+    return undefined;
+  }
+
+  /** Logs in with an API key: a new session, or `unauthorized` naming `api_key`. */
+  async openSession(apiKey: string): Promise<OpenedSession> {
+    const sessions = this.requireSessions();
+    const keyHash = hashSecret(apiKey);
+    const operator = await this.keyOperator(keyHash);
+    if (!operator) throw new DumontError('unauthorized', 'api_key: not a valid API key', 'api_key');
+    const now = sessions.clock.now();
+    const token = newSecret('dms');
+    const expiresAt = now + sessions.ttlMs;
+    await sessions.store.pruneExpired(now);
+    await sessions.store.insert({
+      token_hash: hashSecret(token),
+      key_hash: keyHash,
+      owner: operator.owner,
+      is_admin: operator.admin ? 1 : 0,
+      created_at: now,
+      expires_at: expiresAt,
+    });
+    return { token, csrfToken: csrfTokenOf(token), owner: operator.owner, admin: operator.admin, expiresAt };
+  }
+
+  /** The session the request's cookie holds, with its CSRF token; `unauthorized` when there is none. */
+  async currentSession(request: FastifyRequest): Promise<Omit<OpenedSession, 'token'>> {
+    const operator = await this.sessionOperator(request, { csrf: false });
+    const session = (await this.requireSessions().store.find(sessionHashOf(request)!, this.requireSessions().clock.now()))!;
+    return { csrfToken: csrfTokenOf(cookieValue(request, SESSION_COOKIE)!), owner: operator.owner, admin: operator.admin, expiresAt: session.expires_at };
+  }
+
+  /** Ends the request's session (logout); needs its CSRF token like any other change. */
+  async closeSession(request: FastifyRequest): Promise<void> {
+    await this.sessionOperator(request);
+    await this.requireSessions().store.delete(sessionHashOf(request)!);
+  }
+
+  private async sessionOperator(request: FastifyRequest, options: { csrf: boolean } = { csrf: true }): Promise<Operator> {
+    const sessions = this.requireSessions();
+    const hash = sessionHashOf(request);
+    const session = hash === null ? undefined : await sessions.store.find(hash, sessions.clock.now());
+    if (!session) throw new DumontError('unauthorized', 'the session is over or unknown; log in again', 'cookie');
+    const operator = await this.keyOperator(session.key_hash);
+    if (!operator || operator.owner !== session.owner || operator.admin !== (session.is_admin === 1)) {
+      await sessions.store.delete(hash!);
+      throw new DumontError('unauthorized', 'the API key of this session is no longer valid; log in again', 'cookie');
     }
-    throw new DumontError('unauthorized', 'unknown API key', 'authorization');
+    if (options.csrf && !SAFE_METHODS.has(request.method)) checkSameOriginAndCsrf(request);
+    return operator;
+  }
+
+  private requireSessions() {
+    if (!this.sessions) throw new DumontError('not_found', 'sessions are not enabled on this server');
+    return this.sessions;
+  }
+}
+
+/** A change made with the session cookie must come from this server's page, not from another site. */
+export function checkSameOriginAndCsrf(request: FastifyRequest): void {
+  checkSameOrigin(request);
+  const sent = request.headers[CSRF_HEADER];
+  const token = cookieValue(request, SESSION_COOKIE);
+  const expected = token === undefined ? '' : csrfTokenOf(token);
+  const a = Buffer.from(typeof sent === 'string' ? sent : '');
+  const b = Buffer.from(expected);
+  if (expected === '' || a.length !== b.length || !timingSafeEqual(a, b)) {
+    throw new DumontError('forbidden', `${CSRF_HEADER}: a request made with the session cookie must carry the session's CSRF token`, CSRF_HEADER);
+  }
+}
+
+/** When the browser names the page's origin, it must be this server's (scheme aside: proxies end TLS). */
+export function checkSameOrigin(request: FastifyRequest): void {
+  const origin = request.headers.origin;
+  if (origin === undefined) return;
+  let host: string | null;
+  try {
+    host = origin === 'null' ? null : new URL(origin).host;
+  } catch {
+    host = null;
+  }
+  const forwarded = request.headers['x-forwarded-host'];
+  const hosts = [request.headers.host, typeof forwarded === 'string' ? forwarded.split(',')[0]!.trim() : undefined];
+  if (host === null || !hosts.includes(host)) {
+    throw new DumontError('forbidden', 'origin: requests with the session cookie must come from this server\'s own pages', 'origin');
   }
 }
 

@@ -50,11 +50,14 @@ export const ERROR_RESPONSES: Record<number, ReturnType<typeof errorResponseFor>
 
 /** API key or agent token, both as `Authorization: Bearer` (the scheme registered with @fastify/swagger). */
 const BEARER = [{ bearer: [] }];
+/** Operator routes also take the dashboard's session cookie (with its CSRF token for changes). */
+const BEARER_OR_SESSION = [{ bearer: [] }, { session: [] }];
+const AGENT_ONLY_ROUTES = new Set(['/api/v1/agent/status']);
 
 /**
  * Documents the errors and the authentication of every route added after it, without touching the
  * route files: each visible route gets the catalogue's error responses (for the statuses it does not
- * declare itself) and a bearer security requirement (unless it declares its own, e.g. `security: []`).
+ * declare itself) and a bearer-or-session security requirement (unless it declares its own, e.g. `security: []`).
  */
 export function documentErrorsAndAuth(routeOptions: RouteOptions): void {
   const schema = routeOptions.schema ?? {};
@@ -62,7 +65,7 @@ export function documentErrorsAndAuth(routeOptions: RouteOptions): void {
   // A fresh object: schemas may share parts (tags, response maps) with other routes.
   routeOptions.schema = {
     ...schema,
-    security: (schema as { security?: unknown }).security ?? BEARER,
+    security: (schema as { security?: unknown }).security ?? (AGENT_ONLY_ROUTES.has(routeOptions.url) ? BEARER : BEARER_OR_SESSION),
     response: { ...ERROR_RESPONSES, ...(schema.response as object | undefined) },
   } as RouteOptions['schema'];
 }

@@ -14,7 +14,9 @@ import { validatorCompiler } from './validation.js';
  * the document and its page, the Prometheus scrape, the agent's download files. A new route outside
  * this list must be documented; one that should not be must be named here, on purpose.
  */
-const UNDOCUMENTED = /^\/(healthz|openapi\.json|docs|metrics|agent\/[^/]+)(\/|$)/;
+const UNDOCUMENTED = /^\/($|(healthz|openapi\.json|docs|metrics|agent\/[^/]+|ui\/[^/]+)(\/|$))/;
+/** Documented routes that take no credential: logging in is how one gets one. */
+const PUBLIC_ROUTES = new Set(['POST /api/v1/session']);
 const HTTP_METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'];
 
 /**
@@ -74,12 +76,17 @@ describe('the OpenAPI document', () => {
       const statuses = Object.keys(operation.responses ?? {});
       if (!statuses.some((s) => /^4\d\d$/.test(s))) missing.push(`${where}: no 4xx response`);
       if (!statuses.some((s) => /^2\d\d$/.test(s))) missing.push(`${where}: no success response`);
-      if (!(operation.security?.length > 0)) missing.push(`${where}: no security requirement`);
+      if (PUBLIC_ROUTES.has(where)) {
+        if (operation.security?.length !== 0) missing.push(`${where}: should say it needs no credential`);
+      } else if (!(operation.security?.length > 0)) missing.push(`${where}: no security requirement`);
       for (const scheme of (operation.security ?? []).flatMap(Object.keys)) {
         if (!doc.components?.securitySchemes?.[scheme]) missing.push(`${where}: security scheme ${scheme} is not defined`);
       }
     }
     expect(missing).toEqual([]);
+    // The heartbeat takes an agent token only; operator routes also take the dashboard's session.
+    expect(doc.paths['/api/v1/agent/status'].post.security).toEqual([{ bearer: [] }]);
+    expect(doc.paths['/api/v1/agent/instances'].get.security).toEqual([{ bearer: [] }, { session: [] }]);
   });
 
   it('documents nothing the server does not route, and none of the hidden routes', () => {
@@ -190,7 +197,7 @@ describe('documenting error responses does not change what is sent', () => {
     await app.close();
     const [x, own, hidden] = seen.filter((_schema, i) => i % 2 === 0); // GET, then its HEAD
     expect(Object.keys(x.response).sort()).toEqual(['200', ...new Set(Object.values(ERRORS).map((e) => String(e.status)))].sort());
-    expect(x.security).toEqual([{ bearer: [] }]);
+    expect(x.security).toEqual([{ bearer: [] }, { session: [] }]);
     expect(own.security).toEqual([]);
     expect(own.response['404'].properties).toHaveProperty('gone');
     expect(Object.keys(hidden)).toEqual(['hide']);

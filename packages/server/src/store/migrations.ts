@@ -1,4 +1,5 @@
 import { sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
+import { createSessionsTable } from './sessions.js';
 import { createHistoryTables } from './history.js';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -196,6 +197,12 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
       async up(db: Kysely<any>) {
         // Raw per-GPU samples and their 5-minute rollups (store/history.ts).
         await createHistoryTables(db, dialect);
+      },
+    },
+    '0005_sessions': {
+      async up(db: Kysely<any>) {
+        // Dashboard login sessions (store/sessions.ts).
+        await createSessionsTable(db);
       },
     },
   };

@@ -12,6 +12,8 @@ export class TestServer {
   readonly adminKey = `dmk_test_${randomBytes(16).toString('hex')}`;
   server!: RunningServer;
   readonly config: ServerConfig;
+  /** Serve the dashboard from here instead of the build (set before `start`). */
+  dashboardDir: string | undefined;
 
   constructor(
     private readonly openStore: () => Promise<FleetStore>,
@@ -38,6 +40,7 @@ export class TestServer {
       sweep: false,
       outbox: false,
       random: () => 0.5,
+      ...(this.dashboardDir ? { dashboardDir: this.dashboardDir } : {}),
     });
     return this;
   }
