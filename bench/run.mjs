@@ -11,6 +11,7 @@ import { ApiClient, registerFleet } from '../packages/simulator/dist/index.js';
 import { agentFootprint } from './lib/agent-footprint.mjs';
 import { formatProfile, summarizeProfile } from './lib/cpu-profile.mjs';
 import { fleetScenario } from './lib/fleet-scenario.mjs';
+import { listScenario } from './lib/list-scenario.mjs';
 import { providerScenario } from './lib/provider-scenario.mjs';
 import { describeMachine, machineMeter } from './lib/machine.mjs';
 import { benchFleet, etcdRequests, heartbeatRequests, pushgatewayRequests, writeRequestFile } from './lib/payloads.mjs';
@@ -30,7 +31,7 @@ import {
 import { ensureTools } from './lib/tools.mjs';
 import { runWrkSet } from './lib/wrk.mjs';
 
-const TARGETS = ['node-http', 'etcd', 'pushgateway', 'sqlite', 'sqlite-no-history', 'sqlite-fsync', 'pg-1', 'pg-3', 'provider', 'fleet', 'agent'];
+const TARGETS = ['node-http', 'etcd', 'pushgateway', 'sqlite', 'sqlite-no-history', 'sqlite-fsync', 'pg-1', 'pg-3', 'provider', 'fleet', 'list', 'agent'];
 const GROUPS = {
   node: ['node-http'],
   bare: ['node-http'],
@@ -47,6 +48,7 @@ const USAGE = `usage: npm run bench -- [--quick] [--only LIST] [--seconds S] [--
   --only LIST      comma-separated: ${TARGETS.join(', ')} (groups: sqlite, pg, node, 100k)
   --seconds S      timed seconds per target (default 12; quick 3)
   --fleet N        size of the large fleet (default 100000; quick 10000)
+  --list-fleet N   instances the list target sorts and searches (default 100000, quick too)
   --no-docs        do not rewrite docs/PERFORMANCE.md (only full runs of every target write it)
   --cpu-prof DIR   run Dumont servers under node --cpu-prof, profiles in DIR, summaries in the report
   --report FILE    print the markdown of a saved run again (with --docs: also rewrite docs/PERFORMANCE.md)`;
@@ -57,6 +59,7 @@ const { values } = parseArgs({
     only: { type: 'string' },
     seconds: { type: 'string' },
     fleet: { type: 'string' },
+    'list-fleet': { type: 'string' },
     'no-docs': { type: 'boolean', default: false },
     'cpu-prof': { type: 'string' },
     report: { type: 'string' },
@@ -103,6 +106,9 @@ const options = {
   fleet: Number(values.fleet ?? (quick ? 10_000 : 100_000)),
   fleetInterval: quick ? 8 : 30,
   listRequests: quick ? 100 : 500,
+  // The list target: sorts and searches of a large fleet; the size is the point, so quick keeps it.
+  listFleet: Number(values['list-fleet'] ?? 100_000),
+  listSortRequests: quick ? 8 : 20,
   // The provider target: hibernations per second through the outbox while the plain fleet beats.
   providerHibernationsPerSecond: 20,
   providerTimeoutSeconds: 5,
@@ -111,11 +117,11 @@ const options = {
   providerRounds: quick ? 1 : 3,
   providerSeconds: Number(values.seconds ?? (quick ? 3 : 8)),
 };
-if (!(options.seconds > 0 && options.seconds <= 120) || !(options.fleet >= 100 && options.fleet <= 200_000)) {
-  process.stderr.write(`bench: --seconds must be in (0, 120] and --fleet in [100, 200000]\n`);
+if (!(options.seconds > 0 && options.seconds <= 120) || !(options.fleet >= 100 && options.fleet <= 200_000) || !(options.listFleet >= 100 && options.listFleet <= 200_000)) {
+  process.stderr.write(`bench: --seconds must be in (0, 120], --fleet and --list-fleet in [100, 200000]\n`);
   process.exit(2);
 }
-const writeDocs = !values['no-docs'] && !quick && !values.only && !values.seconds && !values.fleet;
+const writeDocs = !values['no-docs'] && !quick && !values.only && !values.seconds && !values.fleet && !values['list-fleet'];
 const cpuProfDir = values['cpu-prof'] ?? null;
 if (cpuProfDir) mkdirSync(cpuProfDir, { recursive: true });
 
@@ -156,6 +162,7 @@ const results = {
   closedLoop: [],
   fixedRate: [],
   fleet: null,
+  list: null,
   provider: null,
   agent: null,
   skipped: [],
@@ -169,7 +176,7 @@ if (m.busyBeforeRunPercent > 20) {
 }
 
 const wants = (t) => selected.includes(t);
-const wrkTargets = selected.filter((t) => t !== 'fleet' && t !== 'agent');
+const wrkTargets = selected.filter((t) => t !== 'fleet' && t !== 'list' && t !== 'agent');
 const packages = [];
 if (wrkTargets.length) packages.push('wrk');
 if (wants('etcd')) packages.push('etcd-server');
@@ -415,6 +422,12 @@ if (wants('fleet') && !interrupted) {
       workDir: work.dir,
       cpuProfDir,
     });
+  });
+}
+
+if (wants('list') && !interrupted) {
+  await runTarget(`list of ${options.listFleet}`, async () => {
+    results.list = await listScenario({ size: options.listFleet, requests: options.listSortRequests, adminKey, say, cpuProfDir });
   });
 }
 

@@ -72,6 +72,11 @@ export function fleetTable(f) {
   return ['| measurement | result |', '|---|---|', ...rows.map(([a, b]) => `| ${a} | ${b} |`)].join('\n');
 }
 
+export function listTable(l) {
+  const rows = l.measurements.map((m) => `| ${m.what} | ${num(m.rows)} | ${ms(m.p50)} | ${ms(m.p95)} | ${ms(m.max)} |`);
+  return ['| `GET /instances?limit=' + l.page + '&…` | rows | p50 ms | p95 ms | max ms |', '|---|---:|---:|---:|---:|', ...rows].join('\n');
+}
+
 const mean = (values) => (values.length ? values.reduce((a, b) => a + b, 0) / values.length : null);
 const signedMs = (d) => (d === null || d === undefined ? '–' : `${d >= 0 ? '+' : '−'}${ms(Math.abs(d))} ms`);
 
@@ -281,6 +286,16 @@ export function markdownReport(results) {
     );
   }
   if (results.fleet && !results.fleet.missing) parts.push(`### ${num(results.fleet.size)} registered instances (SQLite)\n\n${fleetTable(results.fleet)}`);
+  if (results.list && !results.list.missing) {
+    const l = results.list;
+    parts.push(
+      `### Sorted and searched list, ${num(l.size)} instances (SQLite)\n\n` +
+        `Written through the store in ${num(l.fillSeconds, 1)} s (mixed statuses, 1–8 GPUs, some never seen); a quiet server, ` +
+        `${num(l.requests)} sequential requests per line on one keep-alive connection, admin key (every owner). ` +
+        'Middle page: the keyset cursor of the row halfway through that order.\n\n' +
+        listTable(l),
+    );
+  }
   if (results.agent) {
     // The agent's own report has headings of its own: nest them under this section's.
     const output = results.agent.output?.replace(/^(#{1,3}) /gm, '#### ');

@@ -14,16 +14,34 @@ export const InstanceSummary = Type.Object({
   agent_version: Nullable(Type.String()),
   gpu_count: Type.Integer(),
   hibernate_in_seconds: Nullable(Type.Integer()),
+  /** The hottest GPU's temperature in the last heartbeat, of those that reported one; null when none did. */
+  temperature_celsius: Nullable(Type.Number()),
 });
 export type InstanceSummary = Static<typeof InstanceSummary>;
 
 export const DEFAULT_PAGE_LIMIT = 100;
 export const MAX_PAGE_LIMIT = 1000;
 
+/** What `sort` may name; a leading `-` sorts descending. Unknown values sort last either way. */
+export const INSTANCE_SORT_KEYS = ['instance_id', 'hostname', 'last_heartbeat', 'idle_seconds', 'hibernate_in_seconds', 'gpu_utilization'] as const;
+export type InstanceSortKey = (typeof INSTANCE_SORT_KEYS)[number];
+export type InstanceSort = InstanceSortKey | `-${InstanceSortKey}`;
+export const INSTANCE_SORTS = INSTANCE_SORT_KEYS.flatMap((k) => [k, `-${k}`] as const) as readonly InstanceSort[];
+export const DEFAULT_INSTANCE_SORT: InstanceSort = 'instance_id';
+export const MAX_SEARCH_LENGTH = 255;
+
 export const ListInstancesQuery = Type.Object({
   status: Type.Optional(InstanceStatus),
+  /**
+   * Search: all digits matches that instance id or a hostname containing it; anything else is a
+   * case-insensitive substring of the hostname (`%`, `_` and `\` are plain characters).
+   */
+  q: Type.Optional(Type.String({ minLength: 1, maxLength: MAX_SEARCH_LENGTH })),
+  /** A column, `-` first for descending; default `instance_id`. Ties go by instance id in the same direction. */
+  sort: Type.Optional(Type.Unsafe<InstanceSort>({ type: 'string', enum: [...INSTANCE_SORTS] })),
   limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_PAGE_LIMIT })),
-  cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+  /** From `next_cursor` of the previous page, asked with the same `sort`. */
+  cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 1024 })),
 });
 export type ListInstancesQuery = Static<typeof ListInstancesQuery>;
 
@@ -39,7 +57,7 @@ export type MassSilenceView = Static<typeof MassSilenceView>;
 
 export const ListInstancesResponse = Type.Object({
   instances: Type.Array(InstanceSummary),
-  /** Instances that match the filter, across all pages. */
+  /** Instances that match `status` and `q`, across all pages (the `*_count` fields ignore both). */
   count: Type.Integer(),
   active_count: Type.Integer(),
   idle_count: Type.Integer(),

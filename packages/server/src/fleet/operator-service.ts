@@ -1,5 +1,9 @@
 import {
+  DEFAULT_INSTANCE_SORT,
   DEFAULT_PAGE_LIMIT,
+  INSTANCE_SORT_KEYS,
+  INSTANCE_SORTS,
+  type InstanceSortKey,
   DumontError,
   hibernateArgsOf,
   INSTANCE_STATUSES,
@@ -28,7 +32,7 @@ import { evaluate, type PolicyInput } from '../policy/hibernation-policy.js';
 import { hashSecret, newSecret } from '../secrets.js';
 import { newInstanceRow, type CommandRow, type InstanceRow, type InstanceUpdate } from '../store/schema.js';
 import type { FleetRepository, FleetStore } from '../store/store.js';
-import { decodeCursor, encodeCursor } from './cursor.js';
+import { decodeCursor, decodeInstanceCursor, encodeCursor, encodeInstanceCursor } from './cursor.js';
 import { Providers } from '../providers/registry.js';
 import { eventRows, factsPatch, idleRuleOfRow, InstanceWrite, policyOf } from './lifecycle-rows.js';
 import { openIntervals, sumSavings, totalOf, noSavings } from './savings.js';
@@ -137,25 +141,38 @@ export class OperatorService {
   async list(operator: Operator, query: ListInstancesQuery): Promise<ListInstancesResponse> {
     const now = this.clock.now();
     const limit = query.limit ?? DEFAULT_PAGE_LIMIT;
-    const after = query.cursor === undefined ? undefined : decodeCursor(query.cursor);
+    const sort = query.sort ?? DEFAULT_INSTANCE_SORT;
+    if (!INSTANCE_SORTS.includes(sort)) {
+      throw new DumontError('invalid_request', `sort: one of ${INSTANCE_SORT_KEYS.join(', ')}, optionally with a leading -`, 'sort');
+    }
+    // PostgreSQL refuses a NUL in text: no hostname holds one, so no search can match it.
+    if (query.q?.includes('\u0000')) throw new DumontError('invalid_request', 'q: must not contain a NUL character', 'q');
+    const order = { key: sort.replace(/^-/, '') as InstanceSortKey, descending: sort.startsWith('-') };
+    const after = query.cursor === undefined ? undefined : decodeInstanceCursor(sort, query.cursor);
     const owner = operator.admin ? null : operator.owner;
+    const filter = { owner, status: query.status, search: query.q };
     const [rows, counts] = await Promise.all([
-      this.store.listInstances({ owner, status: query.status, afterInstanceId: after, limit: limit + 1 }),
+      this.store.listInstances({ ...filter, order, after, limit: limit + 1 }),
       this.store.countInstancesByStatus(owner),
     ]);
     const page = rows.slice(0, limit);
+    // Without a search the status counters answer. A search that fits on its first page counted itself
+    // (finding one host is the usual search); any other counts its matches, a scan like the search's.
+    let matching: number | null = null;
+    if (query.q !== undefined) matching = after === undefined && rows.length <= limit ? rows.length : await this.store.countInstances(filter);
     const countOf = (status: string) => counts.get(status) ?? 0;
     const total = INSTANCE_STATUSES.reduce((sum, s) => sum + countOf(s), 0);
+    const last = page[page.length - 1];
     return {
       instances: page.map((r) => toSummary(r, now)),
-      count: query.status ? countOf(query.status) : total,
+      count: matching ?? (query.status ? countOf(query.status) : total),
       active_count: countOf('active'),
       idle_count: countOf('idle'),
       hibernating_count: countOf('hibernating'),
       hibernated_count: countOf('hibernated'),
       offline_count: countOf('offline'),
       waking_count: countOf('waking'),
-      next_cursor: rows.length > limit ? encodeCursor(page[page.length - 1]!.instance_id) : null,
+      next_cursor: rows.length > limit && last ? encodeInstanceCursor(sort, { value: last.sort_key ?? null, instanceId: last.instance_id }) : null,
       mass_silence: massSilenceView(this.massSilence?.state ?? null),
     };
   }

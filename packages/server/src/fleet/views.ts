@@ -15,6 +15,19 @@ function memoryPercent(used: number | null, total: number | null): number | null
   return Math.round((used / total) * 100);
 }
 
+/**
+ * The hottest GPU of the last beat. The stored aggregate is the maximum when every GPU reported one;
+ * when one did not it is null, and the hottest of those that did is read from the per-GPU JSON.
+ */
+function hottestTemperature(row: InstanceSummaryRow): number | null {
+  if (row.temperature_celsius !== null) return row.temperature_celsius;
+  if (row.gpus_json_if_no_temperature === null) return null;
+  const reported = (JSON.parse(row.gpus_json_if_no_temperature) as GpuSample[])
+    .map((gpu) => gpu.temperature_celsius)
+    .filter((celsius): celsius is number => typeof celsius === 'number');
+  return reported.length > 0 ? Math.max(...reported) : null;
+}
+
 function summaryFacts(row: InstanceSummaryRow) {
   return {
     status: row.status as InstanceStatus,
@@ -40,6 +53,7 @@ export function toSummary(row: InstanceSummaryRow, now: number): InstanceSummary
     agent_version: row.agent_version,
     gpu_count: row.gpu_count,
     hibernate_in_seconds: hibernateInSeconds(facts, now),
+    temperature_celsius: hottestTemperature(row),
   };
 }
 

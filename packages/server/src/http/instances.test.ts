@@ -45,6 +45,7 @@ for (const backend of await testBackends()) {
         agent_version: null,
         gpu_count: 1,
         hibernate_in_seconds: null,
+        temperature_celsius: null,
       });
       expect(all.instances[2]).toMatchObject({ status: 'idle', idle_seconds: 30 });
 

@@ -1,7 +1,17 @@
-import { sql, type Kysely } from 'kysely';
+import { sql, type ExpressionBuilder, type Kysely, type RawBuilder } from 'kysely';
 import { QueryTemplates } from './query-templates.js';
 import type { Database, CommandRow, InstanceUpdate, NewEventRow, NewInstanceRow, NewSavingsRow, OutboxRow } from './schema.js';
-import { LIFECYCLE_COLUMNS, type ApiKeyRow, type FleetRepository, type InstanceListQuery, type OutboxTarget, type SavingsQuery } from './store.js';
+import {
+  LIFECYCLE_COLUMNS,
+  type ApiKeyRow,
+  type FleetRepository,
+  type InstanceListQuery,
+  type InstanceOrderKey,
+  type InstanceSortValue,
+  type InstanceSummaryRow,
+  type OutboxTarget,
+  type SavingsQuery,
+} from './store.js';
 
 const SUMMARY_COLUMNS = [
   'instance_id',
@@ -15,7 +25,47 @@ const SUMMARY_COLUMNS = [
   'agent_version',
   'gpu_count',
   'scheduled_at',
+  'temperature_celsius',
 ] as const;
+
+/**
+ * The SQL of each list order (the instance id order is the primary key itself). Each orders exactly as
+ * the number the API shows (fleet/views.ts), evaluated by both engines alike:
+ * - `idle_seconds`: floor((last beat − idle since) / 1 s), 0 when either is unknown — exact (times
+ *   are integer milliseconds, integer division).
+ * - `hibernate_in_seconds`: the countdown depends on the clock, so a key of it would drift between two
+ *   pages; the scheduled time orders the same at any moment and stays put. `hibernating` (shown as 0)
+ *   gets 0, before any scheduled time; not counting down is null. Rows showing the same countdown are
+ *   in scheduled-time order, not instance id order.
+ */
+const ORDER_KEY_SQL: Record<Exclude<InstanceOrderKey, 'instance_id'>, RawBuilder<InstanceSortValue>> = {
+  hostname: sql`hostname`,
+  last_heartbeat: sql`last_heartbeat_at`,
+  gpu_utilization: sql`utilization_percent`,
+  idle_seconds: sql`(case when idle_since is null or last_heartbeat_at is null or last_heartbeat_at <= idle_since then 0
+    else cast((last_heartbeat_at - idle_since) / 1000 as bigint) end)`,
+  hibernate_in_seconds: sql`(case when status = 'hibernating' then 0 else scheduled_at end)`,
+};
+
+/** `%`, `_` and the escape character itself match only themselves. */
+const escapeLike = (text: string) => text.replace(/[\\%_]/g, (c) => `\\${c}`);
+
+/** The owner, status and search filters of a list and of its count. */
+function listFilter(query: Pick<InstanceListQuery, 'owner' | 'status' | 'search'>) {
+  return (eb: ExpressionBuilder<Database, 'instances'>) => {
+    const where = [];
+    if (query.owner !== null) where.push(eb('owner', '=', query.owner));
+    if (query.status !== undefined) where.push(eb('status', '=', query.status));
+    if (query.search !== undefined) {
+      // lower() on both sides: the same folding on each engine (ILIKE is PostgreSQL's only).
+      const pattern = `%${escapeLike(query.search)}%`;
+      const text = sql<boolean>`lower(hostname) like lower(${pattern}) escape '\\'`;
+      const id = /^[0-9]+$/.test(query.search) ? Number(query.search) : NaN;
+      where.push(Number.isSafeInteger(id) ? eb.or([eb('instance_id', '=', id), text]) : text);
+    }
+    return eb.and(where);
+  };
+}
 
 /** Every query of the store, written once in Kysely for both engines. */
 export class KyselyRepository implements FleetRepository {
@@ -75,12 +125,46 @@ export class KyselyRepository implements FleetRepository {
     return Number(result.numAffectedRows) === 1;
   }
 
-  async listInstances(query: InstanceListQuery) {
-    let q = this.db.selectFrom('instances').select(SUMMARY_COLUMNS);
-    if (query.owner !== null) q = q.where('owner', '=', query.owner);
-    if (query.status !== undefined) q = q.where('status', '=', query.status);
-    if (query.afterInstanceId !== undefined) q = q.where('instance_id', '>', query.afterInstanceId);
-    return q.orderBy('instance_id').limit(query.limit).execute();
+  async listInstances(query: InstanceListQuery): Promise<InstanceSummaryRow[]> {
+    const gpus = sql<string | null>`case when temperature_celsius is null then gpus_json end`.as('gpus_json_if_no_temperature');
+    const q = this.db.selectFrom('instances').select(SUMMARY_COLUMNS).select(gpus).where(listFilter(query)).limit(query.limit);
+    const order = query.order ?? { key: 'instance_id', descending: false };
+    const direction = order.descending ? 'desc' : 'asc';
+    const beyond = order.descending ? '<' : '>';
+    if (order.key === 'instance_id') {
+      // The default order walks an index ((owner, [status,] instance_id) or the primary key) from the cursor.
+      const after = query.after?.instanceId ?? query.afterInstanceId;
+      return (after === undefined ? q : q.where('instance_id', beyond, after)).orderBy('instance_id', direction).execute();
+    }
+    const key = ORDER_KEY_SQL[order.key];
+    let keyed = q.select(key.as('sort_key'));
+    const after = query.after;
+    if (after !== undefined) {
+      // Past the cursor: further along the key, or the same key and further along the id, or (unknown
+      // keys come last) any unknown key; from an unknown key, only unknown keys further along the id.
+      keyed = keyed.where((eb) =>
+        after.value === null
+          ? eb.and([eb(key, 'is', null), eb('instance_id', beyond, after.instanceId)])
+          : eb.or([
+              eb(key, beyond, after.value),
+              eb.and([eb(key, '=', after.value), eb('instance_id', beyond, after.instanceId)]),
+              eb(key, 'is', null),
+            ]),
+      );
+    }
+    return keyed
+      .orderBy(key, (ob) => (order.descending ? ob.desc() : ob.asc()).nullsLast())
+      .orderBy('instance_id', direction)
+      .execute();
+  }
+
+  async countInstances(query: Pick<InstanceListQuery, 'owner' | 'status' | 'search'>) {
+    const row = await this.db
+      .selectFrom('instances')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where(listFilter(query))
+      .executeTakeFirstOrThrow();
+    return Number(row.n);
   }
 
   async countInstancesByStatus(owner: string | null) {

@@ -1,7 +1,59 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { TestBackend } from '../test-support/backends.js';
 import { newInstanceRow, type NewInstanceRow, type OutboxRow } from './schema.js';
-import type { FleetStore } from './store.js';
+import { INSTANCE_ORDER_KEYS, type FleetStore, type InstanceListQuery, type InstanceOrderKey, type InstanceSortValue, type InstanceSummaryRow } from './store.js';
+
+/** Every page of a list walked with keyset cursors from each page's last row. */
+export async function walkInstances(store: FleetStore, query: Omit<InstanceListQuery, 'after' | 'limit'>, pageSize: number): Promise<InstanceSummaryRow[]> {
+  const all: InstanceSummaryRow[] = [];
+  let after: InstanceListQuery['after'];
+  for (let pages = 0; ; pages++) {
+    if (pages > 10_000) throw new Error('paging does not end');
+    const page = await store.listInstances({ ...query, after, limit: pageSize });
+    all.push(...page);
+    if (page.length < pageSize) return all;
+    const last = page[page.length - 1]!;
+    after = { value: last.sort_key ?? null, instanceId: last.instance_id };
+  }
+}
+
+/** What each order sorts on, as the API's numbers would order (see ORDER_KEY_SQL). */
+export function orderValueOf(row: NewInstanceRow, key: InstanceOrderKey): InstanceSortValue {
+  switch (key) {
+    case 'instance_id':
+      return row.instance_id;
+    case 'hostname':
+      return row.hostname ?? null;
+    case 'last_heartbeat':
+      return row.last_heartbeat_at ?? null;
+    case 'gpu_utilization':
+      return row.utilization_percent ?? null;
+    case 'idle_seconds': {
+      const since = row.idle_since ?? null;
+      const last = row.last_heartbeat_at ?? null;
+      return since === null || last === null ? 0 : Math.max(0, Math.floor((last - since) / 1000));
+    }
+    case 'hibernate_in_seconds':
+      return row.status === 'hibernating' ? 0 : (row.scheduled_at ?? null);
+  }
+}
+
+/** The expected order: by value (unknown last either way), ties by instance id in the same direction. */
+export function expectedOrder(rows: readonly NewInstanceRow[], key: InstanceOrderKey, descending: boolean): number[] {
+  const sign = descending ? -1 : 1;
+  return [...rows]
+    .sort((a, b) => {
+      const va = orderValueOf(a, key);
+      const vb = orderValueOf(b, key);
+      if (va === null || vb === null) {
+        if (va !== vb) return va === null ? 1 : -1;
+      } else if (va !== vb) {
+        return sign * (va < vb ? -1 : 1);
+      }
+      return sign * (a.instance_id - b.instance_id);
+    })
+    .map((r) => r.instance_id);
+}
 
 const T = 1_767_225_600_000; // epoch ms well past 2^32, as real timestamps are
 
@@ -96,6 +148,77 @@ export function storeContract(backend: TestBackend): void {
       expect(idle).toHaveLength(12);
       expect(Object.fromEntries(await store.countInstancesByStatus('bob'))).toEqual({ active: 3, idle: 2 });
       expect(Object.fromEntries(await store.countInstancesByStatus(null))).toEqual({ active: 13, idle: 12 });
+    });
+
+    it('pages every order with nulls last and ties by instance id, neither skipping nor repeating a row', async () => {
+      // Hostnames that order alike under any collation (byte order in SQLite, the database's in PostgreSQL).
+      const hostnames = ['alpha', 'bravo', null, 'charlie', 'bravo', 'alpha', null, 'delta'];
+      const rows = Array.from({ length: 23 }, (_, i) => {
+        const id = 100 + ((i * 7) % 23);
+        const beat = i % 5 === 0 ? null : T + (i % 4) * 60_000;
+        return instanceRow(id, {
+          owner: i % 6 === 0 ? 'bob' : 'alice',
+          hostname: hostnames[i % hostnames.length]!,
+          status: ['active', 'idle', 'hibernating', 'offline'][i % 4]!,
+          last_heartbeat_at: beat,
+          idle_since: beat !== null && i % 3 === 0 ? beat - (i % 2) * 90_500 - 400 : null,
+          scheduled_at: i % 3 === 1 ? T + (i % 2) * 5_000 : null,
+          utilization_percent: i % 4 === 3 ? null : [0, 12.5, 99][i % 3]!,
+        });
+      });
+      for (const row of rows) await store.insertInstance(row);
+      for (const key of INSTANCE_ORDER_KEYS) {
+        for (const descending of [false, true]) {
+          for (const owner of ['alice', null]) {
+            const visible = rows.filter((r) => owner === null || r.owner === owner);
+            const walked = await walkInstances(store, { owner, order: { key, descending } }, 4);
+            expect(walked.map((r) => r.instance_id), `${descending ? '-' : ''}${key} for ${owner}`).toEqual(expectedOrder(visible, key, descending));
+            if (key !== 'instance_id') expect(walked.map((r) => r.sort_key)).toEqual(walked.map((r) => orderValueOf(rows.find((x) => x.instance_id === r.instance_id)!, key)));
+          }
+        }
+      }
+      const hibernating = await walkInstances(store, { owner: null, status: 'hibernating', order: { key: 'hostname', descending: true } }, 2);
+      expect(hibernating.map((r) => r.instance_id)).toEqual(expectedOrder(rows.filter((r) => r.status === 'hibernating'), 'hostname', true));
+    });
+
+    it('searches hostnames case-insensitively with LIKE characters taken literally, ids by their digits, and counts the matches', async () => {
+      const hostnames: Record<number, string | null> = {
+        1: 'GPU-Alpha.lab',
+        2: 'gpu-alpha-2',
+        3: '100%_done',
+        4: '100x_done',
+        5: 'back\\slash',
+        6: null,
+        7: 'node-42',
+        42: 'other',
+        8: 'under_score',
+        9: 'underXscore',
+      };
+      for (const [id, hostname] of Object.entries(hostnames)) {
+        await store.insertInstance(instanceRow(Number(id), { hostname, owner: id === '9' ? 'bob' : 'alice', status: Number(id) % 2 ? 'idle' : 'active' }));
+      }
+      const search = async (text: string, extra: Partial<InstanceListQuery> = {}) => {
+        const filter = { owner: null, search: text, ...extra };
+        const ids = (await store.listInstances({ ...filter, limit: 100 })).map((r) => r.instance_id);
+        expect(await store.countInstances(filter), `count of ${text}`).toBe(ids.length);
+        return ids;
+      };
+      expect(await search('alpha')).toEqual([1, 2]);
+      expect(await search('GPU-ALPHA')).toEqual([1, 2]);
+      expect(await search('%')).toEqual([3]);
+      expect(await search('0%_')).toEqual([3]);
+      expect(await search('_')).toEqual([3, 4, 8]);
+      expect(await search('r_s')).toEqual([8]);
+      expect(await search('\\')).toEqual([5]);
+      expect(await search('k\\s')).toEqual([5]);
+      expect(await search('42')).toEqual([7, 42]);
+      expect(await search('4')).toEqual([4, 7]);
+      expect(await search('9')).toEqual([9]);
+      expect(await search('99999999999999999999')).toEqual([]);
+      expect(await search('nothing')).toEqual([]);
+      expect(await search('o', { owner: 'bob' })).toEqual([9]);
+      expect(await search('o', { status: 'active' })).toEqual([4, 8, 42]);
+      expect(await search('alpha', { order: { key: 'instance_id', descending: true } })).toEqual([2, 1]);
     });
 
     it('keeps status counts exact through inserts, transitions and owner changes', async () => {

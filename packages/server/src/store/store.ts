@@ -21,7 +21,10 @@ export interface FleetRepository {
   insertInstance(row: NewInstanceRow): Promise<void>;
   /** Compare-and-set on `version`: false when another writer got there first (or no such row). */
   updateInstance(instanceId: number, expectedVersion: number, patch: InstanceUpdate): Promise<boolean>;
+  /** One page in `order` (default: instance id ascending), starting after `after`; nulls last either way. */
   listInstances(query: InstanceListQuery): Promise<InstanceSummaryRow[]>;
+  /** Instances matching the query's owner, status and search (scans: the status counters are for no search). */
+  countInstances(query: Pick<InstanceListQuery, 'owner' | 'status' | 'search'>): Promise<number>;
   countInstancesByStatus(owner: string | null): Promise<Map<string, number>>;
   /** Instances whose deadline has passed, soonest first. */
   dueInstanceIds(now: number, limit: number): Promise<number[]>;
@@ -123,10 +126,27 @@ export type LifecycleRow = Pick<InstanceRow, (typeof LIFECYCLE_COLUMNS)[number]>
 /** `transitions`: only commits that asked for it are made durable; `always`: every commit is. */
 export type Durability = 'transitions' | 'always';
 
+/**
+ * What a list page may be ordered by, each with its SQL key (kysely-repository.ts): the stored column,
+ * or for the derived figures an expression over the columns that orders as the API's numbers do.
+ */
+export const INSTANCE_ORDER_KEYS = ['instance_id', 'hostname', 'last_heartbeat', 'idle_seconds', 'hibernate_in_seconds', 'gpu_utilization'] as const;
+export type InstanceOrderKey = (typeof INSTANCE_ORDER_KEYS)[number];
+
+/** A row's value of its page's order key (`sort_key`); null = unknown, listed after every known value. */
+export type InstanceSortValue = number | string | null;
+
 export interface InstanceListQuery {
   /** null = every owner (admin). */
   owner: string | null;
   status?: string | undefined;
+  /** Digits: that instance id, or a hostname containing them; else a case-insensitive hostname substring. */
+  search?: string | undefined;
+  /** Default instance id ascending. Ties go by instance id in the same direction. */
+  order?: { key: InstanceOrderKey; descending: boolean } | undefined;
+  /** Keyset paging: the order key value and instance id of the previous page's last row. */
+  after?: { value: InstanceSortValue; instanceId: number } | undefined;
+  /** The default order's keyset (the same as `after` with that order). */
   afterInstanceId?: number | undefined;
   limit: number;
 }
@@ -144,7 +164,16 @@ export type InstanceSummaryRow = Pick<
   | 'agent_version'
   | 'gpu_count'
   | 'scheduled_at'
->;
+  | 'temperature_celsius'
+> & {
+  /**
+   * The per-GPU JSON, only when the stored aggregate temperature is null (one GPU did not report it):
+   * then the hottest of those that did is the row's temperature. Null when the aggregate says it all.
+   */
+  gpus_json_if_no_temperature: string | null;
+  /** The value of the page's order key (absent for the instance id order). */
+  sort_key?: InstanceSortValue;
+};
 
 /** Which rows a claim takes: one target's (a provider's name, or `notify`), or any target but these. */
 export type OutboxTarget = { is: string } | { notIn: readonly string[] };
