@@ -182,8 +182,9 @@ async function main() {
     out(`An idle host is scheduled after ${minutes} idle, counts down ${options.warningSeconds} s, then hibernates;`);
     out(`heartbeats every ${options.heartbeatSeconds} s. ${deadline === null ? 'Ctrl-C stops everything.' : `Stops by itself after ${options.durationSeconds} s (or Ctrl-C).`}`);
     out();
-    out(`  server      ${baseUrl}   (pid ${server.pid})`);
+    out(`  dashboard   ${baseUrl}/   (log in with the admin key)`);
     out(`  admin key   ${adminKey}`);
+    out(`  server      ${baseUrl}   (pid ${server.pid})`);
     out(`  API docs    ${baseUrl}/docs   (Authorize with the key)`);
     out(`  instances   ${baseUrl}/api/v1/agent/instances?limit=1000`);
     out(`  savings     ${baseUrl}/api/v1/agent/savings`);

@@ -85,6 +85,13 @@ describe('npm run demo (scripts/demo.mjs)', () => {
       expect(existsSync(dataDir)).toBe(true);
       // The printed key is the server's admin key; without it the API refuses.
       expect((await fetch(`${url}/api/v1/agent/savings`)).status).toBe(401);
+      // The dashboard it points at is served, and the key logs in to it.
+      expect(/^ {2}dashboard +(\S+)/m.exec(demo.output())?.[1]).toBe(`${url}/`);
+      const page = await fetch(`${url}/`);
+      expect(page.status).toBe(200);
+      expect(page.headers.get('content-type')).toContain('text/html');
+      const login = await fetch(`${url}/api/v1/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ api_key: key }) });
+      expect(login.status).toBe(200);
 
       let sawCountdown = false;
       const firstSavings = await waitFor(

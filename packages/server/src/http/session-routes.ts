@@ -4,6 +4,9 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { checkSameOrigin, SESSION_COOKIE, type Authenticator, type OpenedSession } from './auth.js';
 
+/** Set beside the session cookie and cleared with it; holds nothing but `1`. */
+export const SIGNED_IN_HINT_COOKIE = 'dumont_signed_in';
+
 export interface SessionRouteOptions {
   /** The server's public URL: an https one marks the cookie Secure. */
   publicUrl: string;
@@ -20,8 +23,12 @@ const FORM = 'application/x-www-form-urlencoded';
  */
 export async function sessionRoutes(app: FastifyInstance, auth: Authenticator, options: SessionRouteOptions): Promise<void> {
   const secureCookie = (request: FastifyRequest) => request.protocol === 'https' || options.publicUrl.startsWith('https:');
-  const cookie = (request: FastifyRequest, value: string, maxAgeSeconds: number) =>
-    `${SESSION_COOKIE}=${value}; Path=/; HttpOnly; SameSite=Strict; Max-Age=${maxAgeSeconds}${secureCookie(request) ? '; Secure' : ''}`;
+  const cookie = (request: FastifyRequest, value: string, maxAgeSeconds: number) => [
+    `${SESSION_COOKIE}=${value}; Path=/; HttpOnly; SameSite=Strict; Max-Age=${maxAgeSeconds}${secureCookie(request) ? '; Secure' : ''}`,
+    // No secret, readable by the page: it asks for its session only when it may have one, so a first
+    // visit is not answered with a 401.
+    `${SIGNED_IN_HINT_COOKIE}=${value === '' ? '' : '1'}; Path=/; SameSite=Strict; Max-Age=${maxAgeSeconds}${secureCookie(request) ? '; Secure' : ''}`,
+  ];
   const view = (session: Omit<OpenedSession, 'token'>): SessionView => ({
     owner: session.owner,
     admin: session.admin,

@@ -46,6 +46,8 @@ for (const backend of await testBackends()) {
       expect(cookie.attributes).toEqual(expect.arrayContaining(['Path=/', 'HttpOnly', 'SameSite=Strict', `Max-Age=${2 * 3600}`]));
       expect(cookie.attributes).not.toContain('Secure'); // plain http on loopback; https public URLs add it
       expect(cookie.value).not.toContain(t.adminKey);
+      // Beside it, a hint the page can read (it holds nothing but "1").
+      expect(res.headers.getSetCookie()).toContain(`dumont_signed_in=1; Path=/; SameSite=Strict; Max-Age=${2 * 3600}`);
       expect(res.text).not.toContain(t.adminKey);
       expect(res.headers.get('cache-control')).toBe('no-store');
       expect(res.json).toEqual({
@@ -147,6 +149,7 @@ for (const backend of await testBackends()) {
       const out = await t.request('DELETE', '/api/v1/session', withCookie(pair, { 'x-csrf-token': csrfTokenOf(value) }));
       expect(out.status).toBe(204);
       expect(sessionCookie(out.headers)).toMatchObject({ value: '', attributes: expect.arrayContaining(['Max-Age=0', 'HttpOnly']) });
+      expect(out.headers.getSetCookie()).toContain('dumont_signed_in=; Path=/; SameSite=Strict; Max-Age=0');
       // Replaying the old cookie gets nothing.
       const after = await t.request('GET', '/api/v1/agent/instances', withCookie(pair));
       expect(after.status).toBe(401);
