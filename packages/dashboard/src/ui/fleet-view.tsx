@@ -79,11 +79,10 @@ export function FleetView(props: { session: Session; query: FleetQuery; setQuery
     <main id="main" class="fleet" tabIndex={-1}>
       <div class="page-title">
         <h1>Fleet</h1>
-        {props.session.admin && (
-          <button type="button" class="primary" onClick={() => setAdding(true)}>
-            Add instance
-          </button>
-        )}
+        {/* Any key may register instances for its own owner (the API's rule); admins for themselves. */}
+        <button type="button" class="primary" onClick={() => setAdding(true)}>
+          Add instance
+        </button>
       </div>
       {list?.mass_silence && (
         <div class="banner warning" role="status">
