@@ -37,7 +37,13 @@ type Credential =
   | 'agent token'
   | "owner's key"
   | 'admin key'
-  | 'admin key (environment)';
+  | 'admin key (environment)'
+  | "owner's session"
+  | "owner's session, no CSRF token"
+  | "owner's session, another site's Origin"
+  | "owner's session, another session's CSRF token"
+  | "other owner's session"
+  | 'logged-out session';
 
 const CREDENTIALS: Credential[] = [
   'no header',
@@ -52,6 +58,12 @@ const CREDENTIALS: Credential[] = [
   "owner's key",
   'admin key',
   'admin key (environment)',
+  "owner's session",
+  "owner's session, no CSRF token",
+  "owner's session, another site's Origin",
+  "owner's session, another session's CSRF token",
+  "other owner's session",
+  'logged-out session',
 ];
 
 interface OperatorRoute {
@@ -82,9 +94,18 @@ const ROUTES: OperatorRoute[] = [
 ];
 
 function expectedOperator(route: OperatorRoute, credential: Credential): number {
+  const change = route.method !== 'GET';
   switch (credential) {
     case "other owner's key":
+    case "other owner's session":
       return route.other;
+    case "owner's session":
+      return route.ok;
+    // Reads need only the cookie; a change made with it needs its CSRF token and this server's origin.
+    case "owner's session, no CSRF token":
+    case "owner's session, another site's Origin":
+    case "owner's session, another session's CSRF token":
+      return change ? 403 : route.ok;
     case 'agent token':
       return 403;
     case "owner's key":
@@ -153,6 +174,8 @@ for (const backend of await testBackends()) {
     let db: Awaited<ReturnType<TestBackend['open']>>;
     let server: ServerProcess;
     const keys = { alice: '', bob: '', root: '' };
+    /** Dashboard sessions: the cookie as a browser sends it back, and the CSRF token the login answered. */
+    const sessions = { alice: { cookie: '', csrf: '' }, bob: { cookie: '', csrf: '' }, gone: { cookie: '', csrf: '' } };
     const tokens = { alice: '', bob: '', rotatedOld: '', rotatedNew: '' };
     /** Every API key and agent token that exists or existed. */
     const secrets = new Set<string>();
@@ -181,6 +204,18 @@ for (const backend of await testBackends()) {
         expect(res.status, res.text).toBeLessThan(300);
         return res.json.agent_token as string;
       };
+      const login = async (key: string) => {
+        const res = await fetch(`${server.url}/api/v1/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ api_key: key }) });
+        expect(res.status).toBe(200);
+        const cookie = res.headers.getSetCookie().find((c) => c.startsWith('dumont_session='))!.split(';')[0]!;
+        secrets.add(cookie.slice('dumont_session='.length));
+        return { cookie, csrf: ((await res.json()) as { csrf_token: string }).csrf_token };
+      };
+      sessions.alice = await login(keys.alice);
+      sessions.bob = await login(keys.bob);
+      sessions.gone = await login(keys.alice);
+      const logout = await call('setup: logout', 'DELETE', '/api/v1/session', { cookie: sessions.gone.cookie, 'x-csrf-token': sessions.gone.csrf });
+      expect(logout.status).toBe(204);
       tokens.alice = await register(keys.alice, ALICE_INSTANCE);
       tokens.bob = await register(keys.bob, BOB_INSTANCE);
       await register(keys.alice, REGISTER_TARGET);
@@ -194,9 +229,9 @@ for (const backend of await testBackends()) {
       await db?.dispose();
     });
 
-    async function call(label: string, method: string, path: string, authorization: string | null, body?: unknown) {
-      const headers: Record<string, string> = {};
-      if (authorization !== null) headers.authorization = authorization;
+    async function call(label: string, method: string, path: string, authorization: string | null | Record<string, string>, body?: unknown) {
+      const headers: Record<string, string> = typeof authorization === 'object' && authorization !== null ? { ...authorization } : {};
+      if (typeof authorization === 'string') headers.authorization = authorization;
       if (body !== undefined) headers['content-type'] = 'application/json';
       const response = await fetch(`${server.url}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
       const text = await response.text();
@@ -215,8 +250,21 @@ for (const backend of await testBackends()) {
       return call(label, 'POST', '/api/v1/agent/status', token === null ? null : `Bearer ${token}`, body);
     }
 
-    function header(credential: Credential): string | null {
+    function header(credential: Credential): string | null | Record<string, string> {
+      const cookie = (session: { cookie: string }) => ({ cookie: session.cookie });
       switch (credential) {
+        case "owner's session":
+          return { ...cookie(sessions.alice), 'x-csrf-token': sessions.alice.csrf, origin: server.url };
+        case "owner's session, no CSRF token":
+          return cookie(sessions.alice);
+        case "owner's session, another site's Origin":
+          return { ...cookie(sessions.alice), 'x-csrf-token': sessions.alice.csrf, origin: 'https://attacker.example' };
+        case "owner's session, another session's CSRF token":
+          return { ...cookie(sessions.alice), 'x-csrf-token': sessions.bob.csrf };
+        case "other owner's session":
+          return { ...cookie(sessions.bob), 'x-csrf-token': sessions.bob.csrf };
+        case 'logged-out session':
+          return { ...cookie(sessions.gone), 'x-csrf-token': sessions.gone.csrf };
         case 'no header':
           return null;
         case '`Bearer`':
@@ -291,8 +339,8 @@ for (const backend of await testBackends()) {
       recordFigure({ suite: SUITE, figure: 'route × credential cells checked', value: cells, note: `${ROUTES.length} operator routes × ${CREDENTIALS.length} credentials + heartbeat × ${Object.keys(BEAT_EXPECTED).length}; ${backend.name}` });
     });
 
-    it('no API key or agent token is stored in clear: every column of every table', async () => {
-      expect(secrets.size).toBeGreaterThanOrEqual(4 + 6);
+    it('no API key, agent token or session token is stored in clear: every column of every table', async () => {
+      expect(secrets.size).toBeGreaterThanOrEqual(4 + 6 + 3);
       const { rows, tables, raw } = await databaseRows(backend.name, db.databaseUrl);
       expect(tables).toBeGreaterThanOrEqual(4);
       expect(rows.length).toBeGreaterThan(20);
@@ -300,11 +348,12 @@ for (const backend of await testBackends()) {
       // The scan sees what is stored (the hashes), so it would see a secret stored beside them.
       expect(rows.some((row) => row.includes(hashSecret(keys.alice)))).toBe(true);
       expect(rows.some((row) => row.includes(hashSecret(tokens.alice)))).toBe(true);
+      expect(rows.some((row) => row.includes(hashSecret(sessions.alice.cookie.slice('dumont_session='.length))))).toBe(true);
       expect(found).toEqual([]);
       recordFigure({ suite: SUITE, figure: 'secrets found in clear in the database', value: found.length, note: `${secrets.size} secrets, ${tables} tables, ${rows.length} rows; ${backend.name}` });
     });
 
-    it('no API key or agent token in the debug logs, nor in any answer but the one that hands a token out', async () => {
+    it('no API key, agent token or session token in the debug logs, nor in any answer but the one that hands a token out', async () => {
       const inAnswers = answers.flatMap((a) => [...secrets].filter((s) => s !== a.handsOut && a.text.includes(s)).map(() => a.label));
       expect(inAnswers).toEqual([]);
       await server.stop();
