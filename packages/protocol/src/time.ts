@@ -9,11 +9,24 @@ const DAYS = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
 const isLeap = (y: number) => (y % 4 === 0 && y % 100 !== 0) || y % 400 === 0;
 const daysIn = (year: number, month: number) => (month === 2 && isLeap(year) ? 29 : DAYS[month - 1]!);
 
+/** The last few texts parsed: a heartbeat's timestamps are read by the schema, then by the service. */
+const recent = new Map<string, number | null>();
+const RECENT_SIZE = 8;
+
 /**
  * Epoch milliseconds of an RFC 3339 date-time, or null when it is not one. A leap second (`:60`)
  * is the last millisecond of its minute: it sorts after :59 and never reads as a later minute.
  */
 export function parseTimestamp(text: string): number | null {
+  const known = recent.get(text);
+  if (known !== undefined) return known;
+  const parsed = parseRfc3339(text);
+  if (recent.size >= RECENT_SIZE) recent.delete(recent.keys().next().value!);
+  recent.set(text, parsed);
+  return parsed;
+}
+
+function parseRfc3339(text: string): number | null {
   const m = RFC3339.exec(text);
   if (!m) return null;
   const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [number, number, number, number, number, number];

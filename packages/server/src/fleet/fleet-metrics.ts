@@ -2,8 +2,7 @@ import { INSTANCE_STATUSES, type GpuSample, type InstanceStatus } from '@dumont/
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Clock } from '../clock.js';
 import { hibernateInSeconds } from '../policy/hibernation-policy.js';
-import type { InstanceRow } from '../store/schema.js';
-import type { FleetStore, InstanceSummaryRow } from '../store/store.js';
+import type { FleetStore, GpuReadingsRow } from '../store/store.js';
 import { openIntervals, sumSavings, totalOf } from './savings.js';
 
 const BYTES_PER_MIB = 1_048_576;
@@ -11,10 +10,6 @@ const SECONDS_PER_HOUR = 3600;
 const PAGE = 1000;
 /** Stored metrics of a machine that stopped beating are stale: they are not exported as current. */
 const BEATING: ReadonlySet<string> = new Set<InstanceStatus>(['active', 'idle', 'hibernating']);
-
-const GPU_LABELS = ['instance_id', 'hostname', 'gpu', 'uuid'] as const;
-
-type GpuLabels = Record<(typeof GPU_LABELS)[number], string>;
 
 /**
  * Prometheus metrics of one server process, in a private registry (never prom-client's global one,
@@ -42,22 +37,10 @@ export class FleetMetrics {
     registers: [this.registry],
   });
 
-  private readonly gpuUtilization = this.gpuGauge('dumont_gpu_utilization_ratio', 'GPU utilization (0 to 1) in the latest heartbeat.');
-  private readonly gpuMemoryUsed = this.gpuGauge('dumont_gpu_memory_used_bytes', 'GPU memory in use in the latest heartbeat.');
-  private readonly gpuMemoryTotal = this.gpuGauge('dumont_gpu_memory_total_bytes', 'GPU memory size in the latest heartbeat.');
-  private readonly gpuTemperature = this.gpuGauge('dumont_gpu_temperature_celsius', 'GPU temperature in the latest heartbeat.');
-  private readonly gpuPower = this.gpuGauge('dumont_gpu_power_watts', 'GPU power draw in the latest heartbeat.');
-
   private readonly instances = new Gauge({
     name: 'dumont_instances',
     help: 'Instances by status.',
     labelNames: ['status'] as const,
-    registers: [this.registry],
-  });
-  private readonly countdown = new Gauge({
-    name: 'dumont_hibernation_countdown_seconds',
-    help: 'Seconds until a scheduled hibernation is issued (0 while it is under way).',
-    labelNames: ['instance_id', 'hostname'] as const,
     registers: [this.registry],
   });
   private readonly hibernations = new Counter({
@@ -88,6 +71,8 @@ export class FleetMetrics {
   constructor(
     private readonly store: FleetStore,
     private readonly clock: Clock,
+    /** Instances read (and written out) between two turns of the event loop. */
+    private readonly pageSize = PAGE,
   ) {}
 
   recordHeartbeat(): void {
@@ -121,64 +106,92 @@ export class FleetMetrics {
     setCounter(this.gpuSecondsSaved, total.gpu_hours_saved * SECONDS_PER_HOUR);
     setCounter(this.usdSaved, total.usd_saved);
 
-    for (const gauge of [this.countdown, this.gpuUtilization, this.gpuMemoryUsed, this.gpuMemoryTotal, this.gpuTemperature, this.gpuPower]) {
-      gauge.reset();
-    }
-    for await (const row of this.allInstances()) {
-      const countdown = hibernateInSeconds({ status: row.status as InstanceStatus, scheduledAt: row.scheduled_at }, now);
-      if (countdown !== null) this.countdown.set({ instance_id: String(row.instance_id), hostname: row.hostname ?? '' }, countdown);
-      if (BEATING.has(row.status) && row.gpu_count > 0) {
-        // The summary page lacks the per-GPU JSON: one point read per beating instance.
-        const full = await this.store.getInstance(row.instance_id);
-        if (full) this.setGpus(full);
-      }
-    }
-    return this.registry.metrics();
-  }
-
-  private async *allInstances(): AsyncGenerator<InstanceSummaryRow> {
+    // Per-instance series (hundreds of thousands at fleet scale) are written as text a page at a time,
+    // yielding to the event loop between pages: heartbeats never wait behind a whole scrape.
+    const families = perInstanceFamilies();
     let afterInstanceId: number | undefined;
     for (;;) {
-      const page = await this.store.listInstances({ owner: null, afterInstanceId, limit: PAGE });
-      yield* page;
-      if (page.length < PAGE) return;
+      const page = await this.store.listGpuReadings(afterInstanceId, this.pageSize);
+      for (const row of page) {
+        const countdown = hibernateInSeconds({ status: row.status as InstanceStatus, scheduledAt: row.scheduled_at }, now);
+        if (countdown !== null) families.countdown.add(`instance_id="${row.instance_id}",hostname="${escapeLabel(row.hostname ?? '')}"`, countdown);
+        if (BEATING.has(row.status) && row.gpu_count > 0) addGpus(families, row);
+      }
+      if (page.length < this.pageSize) break;
       afterInstanceId = page[page.length - 1]!.instance_id;
+      await new Promise<void>((resolve) => setImmediate(resolve));
     }
-  }
-
-  private setGpus(row: InstanceRow): void {
-    let gpus = JSON.parse(row.gpus_json) as GpuSample[];
-    // A seed agent sends one aggregate `gpu_metrics`: that is its single GPU.
-    if (gpus.length === 0 && row.gpu_count === 1) {
-      gpus = [
-        {
-          index: 0,
-          utilization_percent: row.utilization_percent,
-          memory_used_mb: row.memory_used_mb,
-          memory_total_mb: row.memory_total_mb,
-          temperature_celsius: row.temperature_celsius,
-          power_watts: row.power_watts,
-        },
-      ];
-    }
-    for (const gpu of gpus) {
-      const labels: GpuLabels = { instance_id: String(row.instance_id), hostname: row.hostname ?? '', gpu: String(gpu.index), uuid: gpu.uuid ?? '' };
-      // Unknown values get no sample at all: a 0 would read as an idle, cold, empty GPU.
-      setKnown(this.gpuUtilization, labels, gpu.utilization_percent, (percent) => percent / 100);
-      setKnown(this.gpuMemoryUsed, labels, gpu.memory_used_mb, (mib) => mib * BYTES_PER_MIB);
-      setKnown(this.gpuMemoryTotal, labels, gpu.memory_total_mb, (mib) => mib * BYTES_PER_MIB);
-      setKnown(this.gpuTemperature, labels, gpu.temperature_celsius, (celsius) => celsius);
-      setKnown(this.gpuPower, labels, gpu.power_watts, (watts) => watts);
-    }
-  }
-
-  private gpuGauge(name: string, help: string): Gauge<(typeof GPU_LABELS)[number]> {
-    return new Gauge({ name, help, labelNames: GPU_LABELS, registers: [this.registry] });
+    const fleetWide = await this.registry.metrics();
+    return fleetWide + Object.values(families).map((family) => family.text()).join('');
   }
 }
 
-function setKnown(gauge: Gauge<(typeof GPU_LABELS)[number]>, labels: GpuLabels, value: number | null | undefined, unit: (value: number) => number): void {
-  if (typeof value === 'number' && Number.isFinite(value)) gauge.set(labels, unit(value));
+/** One gauge family written straight as exposition text: prom-client would keep every label set and format them in one go. */
+class GaugeText {
+  private readonly lines: string[] = [];
+
+  constructor(
+    private readonly name: string,
+    private readonly help: string,
+  ) {}
+
+  /** `labels` is the inside of the braces, values already escaped. */
+  add(labels: string, value: number): void {
+    this.lines.push(`${this.name}{${labels}} ${value}`);
+  }
+
+  text(): string {
+    const head = `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} gauge\n`;
+    return this.lines.length === 0 ? head : `${head}${this.lines.join('\n')}\n`;
+  }
+}
+
+function perInstanceFamilies() {
+  return {
+    countdown: new GaugeText('dumont_hibernation_countdown_seconds', 'Seconds until a scheduled hibernation is issued (0 while it is under way).'),
+    utilization: new GaugeText('dumont_gpu_utilization_ratio', 'GPU utilization (0 to 1) in the latest heartbeat.'),
+    memoryUsed: new GaugeText('dumont_gpu_memory_used_bytes', 'GPU memory in use in the latest heartbeat.'),
+    memoryTotal: new GaugeText('dumont_gpu_memory_total_bytes', 'GPU memory size in the latest heartbeat.'),
+    temperature: new GaugeText('dumont_gpu_temperature_celsius', 'GPU temperature in the latest heartbeat.'),
+    power: new GaugeText('dumont_gpu_power_watts', 'GPU power draw in the latest heartbeat.'),
+  };
+}
+type PerInstanceFamilies = ReturnType<typeof perInstanceFamilies>;
+
+/** The exposition format's label value escapes: backslash, double quote, line feed. */
+export function escapeLabel(value: string): string {
+  return /[\\"\n]/.test(value) ? value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n') : value;
+}
+
+function addGpus(families: PerInstanceFamilies, row: GpuReadingsRow): void {
+  let gpus = JSON.parse(row.gpus_json) as GpuSample[];
+  // A seed agent sends one aggregate `gpu_metrics`: that is its single GPU.
+  if (gpus.length === 0 && row.gpu_count === 1) {
+    gpus = [
+      {
+        index: 0,
+        utilization_percent: row.utilization_percent,
+        memory_used_mb: row.memory_used_mb,
+        memory_total_mb: row.memory_total_mb,
+        temperature_celsius: row.temperature_celsius,
+        power_watts: row.power_watts,
+      },
+    ];
+  }
+  const host = escapeLabel(row.hostname ?? '');
+  for (const gpu of gpus) {
+    const labels = `instance_id="${row.instance_id}",hostname="${host}",gpu="${gpu.index}",uuid="${escapeLabel(gpu.uuid ?? '')}"`;
+    // Unknown values get no sample at all: a 0 would read as an idle, cold, empty GPU.
+    setKnown(families.utilization, labels, gpu.utilization_percent, (percent) => percent / 100);
+    setKnown(families.memoryUsed, labels, gpu.memory_used_mb, (mib) => mib * BYTES_PER_MIB);
+    setKnown(families.memoryTotal, labels, gpu.memory_total_mb, (mib) => mib * BYTES_PER_MIB);
+    setKnown(families.temperature, labels, gpu.temperature_celsius, (celsius) => celsius);
+    setKnown(families.power, labels, gpu.power_watts, (watts) => watts);
+  }
+}
+
+function setKnown(family: GaugeText, labels: string, value: number | null | undefined, unit: (value: number) => number): void {
+  if (typeof value === 'number' && Number.isFinite(value)) family.add(labels, unit(value));
 }
 
 /** A counter whose all-time value comes from the store: exposed as that value, not accumulated here. */

@@ -119,13 +119,15 @@ export class HeartbeatService {
   }
 
   /**
-   * PostgreSQL: most beats only refresh metrics. Such a beat is read without a lock and written with
-   * one compare-and-set UPDATE, two round trips instead of four (BEGIN, SELECT … FOR UPDATE, UPDATE,
-   * COMMIT). Anything more — a transition, a command, a result, a lost race — takes the locked path.
-   * SQLite gains nothing from it: its group commit already shares one transaction among many beats.
+   * Most beats only refresh metrics. Such a beat is read without a lock (committed state) and written
+   * with one compare-and-set on the version it read (`writePlainBeat`: on PostgreSQL two round trips
+   * instead of four; on SQLite one statement in the group commit, no savepoint). Anything more — a
+   * result, an open command, a transition, an event, a provider action — takes the locked path, and so
+   * does a lost race: whatever committed between the read and the write moved the version, and the
+   * beat is then decided again on the row as it is now.
    */
   private async tryPlainBeat(tokenHash: string, beat: HeartbeatRequest, beatAt: number, now: number) {
-    if (this.store.dialect !== 'postgres' || (beat.command_results?.length ?? 0) > 0) return null;
+    if ((beat.command_results?.length ?? 0) > 0) return null;
     const row = await this.store.getLifecycle(beat.instance_id);
     if (!row || row.open_commands > 0 || !sameHash(row.agent_token_hash, tokenHash)) return null;
     const write = new InstanceWrite(row, now, this.config);

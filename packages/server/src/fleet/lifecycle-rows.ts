@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { CommandType, HibernateArgs, IdleRule } from '@dumont/protocol';
 import type { Decision, InstancePolicy, LifecycleFacts, PolicyEvent } from '../policy/hibernation-policy.js';
 import type { InstanceUpdate, NewEventRow, NewSavingsRow, OutboxRow } from '../store/schema.js';
-import type { FleetRepository, LifecycleRow } from '../store/store.js';
+import type { FleetRepository, FleetStore, LifecycleRow } from '../store/store.js';
 import type { ServerConfig } from '../config.js';
 import { DumontError, type ProviderState } from '@dumont/protocol';
 import { notificationOf } from '../notify/notifications.js';
@@ -246,12 +246,13 @@ export class InstanceWrite {
   }
 
   /**
-   * A plain write outside any transaction: one compare-and-set UPDATE. False when the row changed
-   * since it was read; the caller then takes the locked path.
+   * A plain write outside any transaction: one compare-and-set on the version this write read. False
+   * when the row changed since it was read (or the write is not plain); the caller then takes the
+   * locked path.
    */
-  async tryCommitPlain(repo: FleetRepository): Promise<boolean> {
+  async tryCommitPlain(store: Pick<FleetStore, 'writePlainBeat'>): Promise<boolean> {
     if (!this.plain) return false;
-    return repo.updateInstance(this.row.instance_id, this.row.version, this.patch);
+    return store.writePlainBeat(this.row.instance_id, this.row.version, this.patch);
   }
 
   async commit(repo: FleetRepository): Promise<void> {

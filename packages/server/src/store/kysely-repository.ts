@@ -111,9 +111,15 @@ export class KyselyRepository implements FleetRepository {
   }
 
   async updateInstance(instanceId: number, expectedVersion: number, patch: InstanceUpdate) {
+    const result = await this.db.executeQuery(this.instanceUpdateQuery(instanceId, expectedVersion, patch));
+    return Number(result.numAffectedRows) === 1;
+  }
+
+  /** The compare-and-set UPDATE of `updateInstance`, compiled once per set of columns; runs on any connection. */
+  protected instanceUpdateQuery(instanceId: number, expectedVersion: number, patch: InstanceUpdate) {
     const columns = (Object.keys(patch) as (keyof InstanceUpdate)[]).filter((c) => patch[c] !== undefined && c !== 'version');
     const parameters = [...columns.map((c) => patch[c]), expectedVersion + 1, instanceId, expectedVersion];
-    const query = this.templates.bind(`update:${columns.join(',')}`, parameters, (p) =>
+    return this.templates.bind(`update:${columns.join(',')}`, parameters, (p) =>
       this.db
         .updateTable('instances')
         .set({ ...Object.fromEntries(columns.map((c, i) => [c, p[i]])), version: p[columns.length] as number })
@@ -121,8 +127,6 @@ export class KyselyRepository implements FleetRepository {
         .where('version', '=', p[columns.length + 2] as number)
         .compile(),
     );
-    const result = await this.db.executeQuery(query);
-    return Number(result.numAffectedRows) === 1;
   }
 
   async listInstances(query: InstanceListQuery): Promise<InstanceSummaryRow[]> {
@@ -351,6 +355,26 @@ export class KyselyRepository implements FleetRepository {
     if (query.owner !== null) q = q.where('owner', '=', query.owner);
     if (query.instanceId !== undefined) q = q.where('instance_id', '=', query.instanceId);
     return q.orderBy('instance_id').execute();
+  }
+
+  async listGpuReadings(afterInstanceId: number | undefined, limit: number) {
+    let q = this.db
+      .selectFrom('instances')
+      .select([
+        'instance_id',
+        'hostname',
+        'status',
+        'scheduled_at',
+        'gpu_count',
+        'gpus_json',
+        'utilization_percent',
+        'memory_used_mb',
+        'memory_total_mb',
+        'temperature_celsius',
+        'power_watts',
+      ]);
+    if (afterInstanceId !== undefined) q = q.where('instance_id', '>', afterInstanceId);
+    return q.orderBy('instance_id').limit(limit).execute();
   }
 
   async hostnamesOf(instanceIds: readonly number[]) {

@@ -2,7 +2,7 @@ import pg from 'pg';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import { KyselyRepository } from './kysely-repository.js';
 import { migrateToLatest } from './migrate.js';
-import type { Database } from './schema.js';
+import type { Database, InstanceUpdate } from './schema.js';
 import type { Durability, FleetRepository, FleetStore } from './store.js';
 
 const INT8_OID = 20;
@@ -61,6 +61,11 @@ export class PostgresStore extends KyselyRepository implements FleetStore {
         }),
       ),
     );
+  }
+
+  /** One autocommit compare-and-set UPDATE on a pooled connection (synchronous_commit as the session has it). */
+  writePlainBeat(instanceId: number, expectedVersion: number, patch: InstanceUpdate): Promise<boolean> {
+    return this.updateInstance(instanceId, expectedVersion, patch);
   }
 
   async ping(): Promise<void> {

@@ -221,6 +221,19 @@ export function storeContract(backend: TestBackend): void {
       expect(await search('alpha', { order: { key: 'instance_id', descending: true } })).toEqual([2, 1]);
     });
 
+    it('pages every owner\'s instances by id with their last per-GPU readings, JSON included', async () => {
+      const gpus = JSON.stringify([{ index: 0, uuid: 'GPU-a', utilization_percent: 7, memory_used_mb: 1, memory_total_mb: 2, temperature_celsius: null, power_watts: 50 }]);
+      for (let id = 1; id <= 7; id++) {
+        await store.insertInstance(instanceRow(id, { owner: id % 2 === 0 ? 'bob' : 'alice', gpus_json: id === 3 ? gpus : '[]', gpu_count: id === 3 ? 1 : 0 }));
+      }
+      const first = await store.listGpuReadings(undefined, 3);
+      expect(first.map((r) => r.instance_id)).toEqual([1, 2, 3]);
+      expect(first[2]).toMatchObject({ gpus_json: gpus, gpu_count: 1, power_watts: null });
+      expect(first[2]).not.toHaveProperty('agent_token_hash'); // only what a scrape shows
+      expect((await store.listGpuReadings(3, 3)).map((r) => r.instance_id)).toEqual([4, 5, 6]);
+      expect((await store.listGpuReadings(6, 3)).map((r) => r.instance_id)).toEqual([7]);
+    });
+
     it('keeps status counts exact through inserts, transitions and owner changes', async () => {
       const statuses = ['active', 'idle', 'hibernating', 'hibernated', 'offline'];
       const owners = ['alice', 'bob'];
@@ -402,6 +415,70 @@ export function storeContract(backend: TestBackend): void {
       store = await db.reopen();
       expect(await store.getInstance(7)).toMatchObject({ scheduled_at: T + 300_000 });
       await store.ping();
+    });
+
+    it('writes a plain beat with a compare-and-set on version: false when it moved or the row is gone', async () => {
+      await store.insertInstance(instanceRow(1));
+      expect(await store.writePlainBeat(1, 0, { utilization_percent: 5, heartbeat_count: 1 })).toBe(true);
+      expect(await store.getInstance(1)).toMatchObject({ utilization_percent: 5, heartbeat_count: 1, version: 1 });
+      // Read before a transaction committed: the write loses, the transaction's change stays.
+      const read = (await store.getLifecycle(1))!;
+      await store.transaction(async (repo) => void (await repo.updateInstance(1, read.version, { status: 'idle' })));
+      expect(await store.writePlainBeat(1, read.version, { utilization_percent: 6, heartbeat_count: 2 })).toBe(false);
+      expect(await store.getInstance(1)).toMatchObject({ status: 'idle', utilization_percent: 5, heartbeat_count: 1, version: 2 });
+      expect(await store.writePlainBeat(2, 0, { utilization_percent: 7 })).toBe(false);
+      expect(await store.getInstance(2)).toBeUndefined();
+    });
+
+    it('plain writes arriving together: one wins per version, a failing one fails alone, transactions beside them commit', async () => {
+      for (let id = 1; id <= 4; id++) await store.insertInstance(instanceRow(id));
+      // Issued in one turn of the event loop: on SQLite one group commit, in this order.
+      const outcomes = await Promise.allSettled([
+        store.writePlainBeat(1, 0, { utilization_percent: 11, heartbeat_count: 1 }),
+        store.writePlainBeat(1, 0, { utilization_percent: 12, heartbeat_count: 1 }),
+        store.transaction(async (repo) => {
+          const row = await repo.getLifecycle(2, { forUpdate: true });
+          await repo.updateInstance(2, row!.version, { status: 'active' });
+          await repo.insertEvents([{ instance_id: 2, at: T, type: 'online', reason: 'r', data_json: '{}' }]);
+          return 'committed';
+        }),
+        store.writePlainBeat(2, 0, { utilization_percent: 21, heartbeat_count: 1 }),
+        // Another instance's token hash: a unique violation, this statement only.
+        store.writePlainBeat(3, 0, { agent_token_hash: 'hash-4', utilization_percent: 31 }),
+        store.writePlainBeat(4, 0, { utilization_percent: 41, heartbeat_count: 1 }),
+      ]);
+      const values = outcomes.map((o) => (o.status === 'fulfilled' ? o.value : 'rejected'));
+      expect(values[4]).toBe('rejected');
+      expect(values[5]).toBe(true);
+      // Exactly one write per version of a row; on SQLite the first in the batch.
+      expect([values[0], values[1]].filter((v) => v === true)).toHaveLength(1);
+      // The transaction reads the row under a lock, so it commits whichever came first.
+      expect(values[2]).toBe('committed');
+      if (backend.name === 'sqlite') expect(values.slice(0, 4)).toEqual([true, false, 'committed', false]);
+      const one = (await store.getInstance(1))!;
+      expect(one).toMatchObject({ utilization_percent: values[0] === true ? 11 : 12, heartbeat_count: 1, version: 1 });
+      expect(await store.getInstance(2)).toMatchObject({ status: 'active', utilization_percent: values[3] === true ? 21 : null, version: values[3] === true ? 2 : 1 });
+      expect(await store.listEvents(2, undefined, 5)).toHaveLength(1);
+      expect(await store.getInstance(3)).toMatchObject({ agent_token_hash: 'hash-3', utilization_percent: null, version: 0 });
+      expect(await store.getInstance(4)).toMatchObject({ utilization_percent: 41, version: 1 });
+    });
+
+    it('a read outside a transaction never sees the uncommitted writes of one in progress', async () => {
+      await store.insertInstance(instanceRow(1));
+      let reading: Promise<unknown> | undefined;
+      await expect(
+        store.transaction(async (repo) => {
+          await repo.updateInstance(1, 0, { status: 'idle', utilization_percent: 1 });
+          // The plain beat's unlocked read, while this transaction holds its write (SQLite: one connection).
+          reading = store.getLifecycle(1);
+          await new Promise((resolve) => setTimeout(resolve, 20));
+          throw new Error('rolled back');
+        }),
+      ).rejects.toThrow('rolled back');
+      expect(await reading).toMatchObject({ status: 'offline', version: 0 });
+      // So a compare-and-set on the version it read can only succeed against committed state.
+      expect(await store.writePlainBeat(1, 0, { utilization_percent: 2 })).toBe(true);
+      expect(await store.getInstance(1)).toMatchObject({ status: 'offline', utilization_percent: 2, version: 1 });
     });
   });
 }

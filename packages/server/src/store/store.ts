@@ -26,6 +26,8 @@ export interface FleetRepository {
   /** Instances matching the query's owner, status and search (scans: the status counters are for no search). */
   countInstances(query: Pick<InstanceListQuery, 'owner' | 'status' | 'search'>): Promise<number>;
   countInstancesByStatus(owner: string | null): Promise<Map<string, number>>;
+  /** Every owner's instances after `afterInstanceId`, by id, with their last per-GPU readings (a /metrics scrape). */
+  listGpuReadings(afterInstanceId: number | undefined, limit: number): Promise<GpuReadingsRow[]>;
   /** Instances whose deadline has passed, soonest first. */
   dueInstanceIds(now: number, limit: number): Promise<number[]>;
   /** Instances offline now that went offline at or after `since` (every owner). */
@@ -85,6 +87,15 @@ export interface FleetStore extends FleetRepository {
    * called `requireDurableCommit`). Reads with `forUpdate` lock their row where the engine can.
    */
   transaction<T>(work: (repo: FleetRepository) => Promise<T>): Promise<T>;
+  /**
+   * A heartbeat that changes nothing but metrics and facts no one must see survive a power cut (no
+   * status, command, event or outbox row), written without a transaction: one compare-and-set on
+   * `version`, as `updateInstance`. False when the version moved or the row is gone; the caller then
+   * redoes the beat under a lock. `expectedVersion` must come from a read outside any transaction
+   * (committed state). Answered after the write is committed, never made durable for its own sake.
+   * SQLite: one statement in the next group commit; PostgreSQL: one autocommit UPDATE.
+   */
+  writePlainBeat(instanceId: number, expectedVersion: number, patch: InstanceUpdate): Promise<boolean>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }
@@ -150,6 +161,21 @@ export interface InstanceListQuery {
   afterInstanceId?: number | undefined;
   limit: number;
 }
+
+export type GpuReadingsRow = Pick<
+  InstanceRow,
+  | 'instance_id'
+  | 'hostname'
+  | 'status'
+  | 'scheduled_at'
+  | 'gpu_count'
+  | 'gpus_json'
+  | 'utilization_percent'
+  | 'memory_used_mb'
+  | 'memory_total_mb'
+  | 'temperature_celsius'
+  | 'power_watts'
+>;
 
 export type InstanceSummaryRow = Pick<
   InstanceRow,
