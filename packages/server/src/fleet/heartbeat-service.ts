@@ -43,11 +43,13 @@ function hibernateReportOf(beat: HeartbeatRequest, row: LifecycleRow): Hibernate
   return result ? { succeeded: result.status === 'succeeded', detail: result.detail ?? '' } : null;
 }
 
-function metricsPatch(beat: HeartbeatRequest, beatAt: number): InstanceUpdate {
+function metricsPatch(beat: HeartbeatRequest, beatAt: number, row: LifecycleRow): InstanceUpdate {
   const gpus = beat.gpus ?? [];
   const m = gpus.length > 0 ? aggregateGpuMetrics(gpus) : (beat.gpu_metrics ?? {});
   return {
-    hostname: beat.hostname,
+    // Written only when it changed: the list sorts by it through an index, which an unchanged value
+    // written every beat would cost for nothing.
+    ...(beat.hostname !== row.hostname ? { hostname: beat.hostname } : {}),
     agent_timestamp: beat.timestamp,
     agent_timestamp_ms: beatAt,
     utilization_percent: m.utilization_percent ?? null,
@@ -119,15 +121,14 @@ export class HeartbeatService {
   }
 
   /**
-   * Most beats only refresh metrics. Such a beat is read without a lock (committed state) and written
-   * with one compare-and-set on the version it read (`writePlainBeat`: on PostgreSQL two round trips
-   * instead of four; on SQLite one statement in the group commit, no savepoint). Anything more — a
-   * result, an open command, a transition, an event, a provider action — takes the locked path, and so
-   * does a lost race: whatever committed between the read and the write moved the version, and the
-   * beat is then decided again on the row as it is now.
+   * Most beats only refresh metrics. Where the store says it pays (`optimisticPlainBeats`), such a beat
+   * is read without a lock (committed state) and written with one compare-and-set on the version it
+   * read (`writePlainBeat`). Anything more — a result, an open command, a transition, an event, a
+   * provider action — takes the locked path, and so does a lost race: whatever committed between the
+   * read and the write moved the version, and the beat is then decided again on the row as it is now.
    */
   private async tryPlainBeat(tokenHash: string, beat: HeartbeatRequest, beatAt: number, now: number) {
-    if ((beat.command_results?.length ?? 0) > 0) return null;
+    if (!this.store.optimisticPlainBeats || (beat.command_results?.length ?? 0) > 0) return null;
     const row = await this.store.getLifecycle(beat.instance_id);
     if (!row || row.open_commands > 0 || !sameHash(row.agent_token_hash, tokenHash)) return null;
     const write = new InstanceWrite(row, now, this.config);
@@ -160,7 +161,7 @@ export class HeartbeatService {
 
   private async absorbBeat(repo: FleetRepository, write: InstanceWrite, decision: Decision, beat: HeartbeatRequest, beatAt: number) {
     await write.absorb(decision, repo, 'policy', hibernateArgsOf(idleRuleOfRow(write.row, this.config)));
-    write.patch = { ...write.patch, ...metricsPatch(beat, beatAt), heartbeat_count: write.row.heartbeat_count + 1 };
+    write.patch = { ...write.patch, ...metricsPatch(beat, beatAt, write.row), heartbeat_count: write.row.heartbeat_count + 1 };
   }
 
   private async applyBeat(repo: FleetRepository, row: LifecycleRow, beat: HeartbeatRequest, beatAt: number, now: number) {

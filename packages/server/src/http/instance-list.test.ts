@@ -278,6 +278,23 @@ for (const backend of await testBackends()) {
       ]);
     });
 
+    it('follows a host renamed by its agent in search and in the hostname order (written only when it changes)', async () => {
+      const a = await t.register(1, 'alpha');
+      const b = await t.register(2, 'bravo');
+      const beat = (token: string, id: number, hostname: string) =>
+        t.beat(token, { instance_id: id, hostname, gpu_metrics: { utilization_percent: 50 }, process_count: 1 });
+      expect((await beat(a, 1, 'alpha')).status).toBe(200);
+      expect((await beat(b, 2, 'bravo')).status).toBe(200);
+      t.clock.advance(30_000);
+      expect((await beat(a, 1, 'zulu')).status).toBe(200);
+      t.clock.advance(30_000);
+      expect((await beat(a, 1, 'zulu')).status).toBe(200); // unchanged: not rewritten, still there
+      const byName = (await t.request('GET', `${LIST}?sort=hostname`)).json as ListBody;
+      expect(byName.instances.map((i) => i.hostname)).toEqual(['bravo', 'zulu']);
+      expect(ids((await t.request('GET', `${LIST}?q=zul`)).json)).toEqual([1]);
+      expect(ids((await t.request('GET', `${LIST}?q=alpha`)).json)).toEqual([]);
+    });
+
     it('accepts every sort with status and q together', async () => {
       for (const id of [1, 2]) await t.register(id, `node-${id}`);
       for (const sort of INSTANCE_SORTS as readonly InstanceSort[]) {

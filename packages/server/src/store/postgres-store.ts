@@ -14,6 +14,7 @@ const INT8_OID = 20;
  */
 export class PostgresStore extends KyselyRepository implements FleetStore {
   readonly dialect = 'postgres' as const;
+  readonly optimisticPlainBeats = true;
 
   private constructor(readonly kysely: Kysely<Database>) {
     super(kysely, true);

@@ -39,6 +39,7 @@ function withStatementCache(db: SQLite.Database): SqliteDatabase {
  */
 export class SqliteStore extends KyselyRepository implements FleetStore {
   readonly dialect = 'sqlite' as const;
+  readonly optimisticPlainBeats = false;
   private walFd: number | null = null;
   private readonly groupCommit: GroupCommit;
   /** fdatasyncs of the WAL so far (each covers a whole group commit). */

@@ -96,6 +96,13 @@ export interface FleetStore extends FleetRepository {
    * SQLite: one statement in the next group commit; PostgreSQL: one autocommit UPDATE.
    */
   writePlainBeat(instanceId: number, expectedVersion: number, patch: InstanceUpdate): Promise<boolean>;
+  /**
+   * Whether a plain heartbeat is cheaper read without a lock and written with `writePlainBeat` than run
+   * in a transaction. PostgreSQL: yes (two round trips instead of four). SQLite: no — its group commit
+   * already shares one transaction among the beats that arrive together, and measured over HTTP the
+   * separate read made beats slower, not faster (docs/PERFORMANCE.md).
+   */
+  readonly optimisticPlainBeats: boolean;
   ping(): Promise<void>;
   close(): Promise<void>;
 }
