@@ -1,8 +1,7 @@
-import { createHash } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { renderInstallScript } from '../agent-install-script.js';
+import { BuiltFiles } from './file-cache.js';
 
 /** Where `npm run build` leaves the agent bundle (packages/agent/scripts/bundle.mjs). */
 export const DEFAULT_AGENT_BUNDLE = fileURLToPath(new URL('../../../agent/dist/dumont-agent.mjs', import.meta.url));
@@ -13,13 +12,6 @@ export interface AgentDownloadOptions {
   /** DUMONT_PUBLIC_URL was set: use it; otherwise the URL the script was fetched from. */
   publicUrlSet: boolean;
   bundlePath?: string;
-}
-
-interface LoadedBundle {
-  bytes: Buffer;
-  sha256: string;
-  mtimeMs: number;
-  size: number;
 }
 
 /** A host name or address with an optional port: anything else is not put into the script. */
@@ -42,21 +34,8 @@ export function publicUrlOf(request: FastifyRequest, options: Pick<AgentDownload
  */
 export function agentDownloadRoutes(app: FastifyInstance, options: AgentDownloadOptions): void {
   const bundlePath = options.bundlePath ?? DEFAULT_AGENT_BUNDLE;
-  let cached: LoadedBundle | null = null;
-
-  /** Re-read only when the file changed: a rebuild while the server runs is served at once. */
-  async function loadBundle(): Promise<LoadedBundle | null> {
-    let info;
-    try {
-      info = await stat(bundlePath);
-    } catch {
-      return null;
-    }
-    if (cached && cached.mtimeMs === info.mtimeMs && cached.size === info.size) return cached;
-    const bytes = await readFile(bundlePath);
-    cached = { bytes, sha256: createHash('sha256').update(bytes).digest('hex'), mtimeMs: info.mtimeMs, size: info.size };
-    return cached;
-  }
+  const files = new BuiltFiles();
+  const loadBundle = () => files.read(bundlePath);
 
   const missing = {
     error: 'unavailable',

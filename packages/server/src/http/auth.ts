@@ -4,7 +4,7 @@ import type { FastifyRequest } from 'fastify';
 import type { Clock } from '../clock.js';
 import type { Operator } from '../fleet/principal.js';
 import { hashSecret, newSecret, sameHash } from '../secrets.js';
-import type { SessionStore } from '../store/sessions.js';
+import type { SessionRow, SessionStore } from '../store/sessions.js';
 import type { FleetStore } from '../store/store.js';
 
 export const ADMIN_OWNER = 'admin';
@@ -138,29 +138,33 @@ export class Authenticator {
 
   /** The session the request's cookie holds, with its CSRF token; `unauthorized` when there is none. */
   async currentSession(request: FastifyRequest): Promise<Omit<OpenedSession, 'token'>> {
-    const operator = await this.sessionOperator(request, { csrf: false });
-    const session = (await this.requireSessions().store.find(sessionHashOf(request)!, this.requireSessions().clock.now()))!;
+    const { operator, session } = await this.liveSession(request, { csrf: false });
     return { csrfToken: csrfTokenOf(cookieValue(request, SESSION_COOKIE)!), owner: operator.owner, admin: operator.admin, expiresAt: session.expires_at };
   }
 
   /** Ends the request's session (logout); needs its CSRF token like any other change. */
   async closeSession(request: FastifyRequest): Promise<void> {
-    await this.sessionOperator(request);
-    await this.requireSessions().store.delete(sessionHashOf(request)!);
+    const { session } = await this.liveSession(request);
+    await this.requireSessions().store.delete(session.token_hash);
   }
 
-  private async sessionOperator(request: FastifyRequest, options: { csrf: boolean } = { csrf: true }): Promise<Operator> {
+  private async sessionOperator(request: FastifyRequest): Promise<Operator> {
+    return (await this.liveSession(request)).operator;
+  }
+
+  /** The request's session and the operator its key stands for, read once; `unauthorized` when either is gone. */
+  private async liveSession(request: FastifyRequest, options: { csrf: boolean } = { csrf: true }): Promise<{ operator: Operator; session: SessionRow }> {
     const sessions = this.requireSessions();
     const hash = sessionHashOf(request);
     const session = hash === null ? undefined : await sessions.store.find(hash, sessions.clock.now());
     if (!session) throw new DumontError('unauthorized', 'the session is over or unknown; log in again', 'cookie');
     const operator = await this.keyOperator(session.key_hash);
     if (!operator || operator.owner !== session.owner || operator.admin !== (session.is_admin === 1)) {
-      await sessions.store.delete(hash!);
+      await sessions.store.delete(session.token_hash);
       throw new DumontError('unauthorized', 'the API key of this session is no longer valid; log in again', 'cookie');
     }
     if (options.csrf && !SAFE_METHODS.has(request.method)) checkSameOriginAndCsrf(request);
-    return operator;
+    return { operator, session };
   }
 
   private requireSessions() {

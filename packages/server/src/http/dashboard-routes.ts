@@ -1,8 +1,7 @@
-import { createHash } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { BuiltFiles } from './file-cache.js';
 
 /** The page's own scripts and styles only; uPlot sets inline style attributes, nothing runs inline. */
 export const DASHBOARD_CSP =
@@ -19,14 +18,6 @@ const FILES: Record<string, string> = {
   'app.css': 'text/css; charset=utf-8',
 };
 
-interface LoadedFile {
-  bytes: Buffer;
-  gzip: Buffer | null;
-  etag: string;
-  /** What the file and its gzip twin looked like when read: a rebuild changes it. */
-  version: string;
-}
-
 /**
  * The dashboard: `/` is the page, `/ui/app.js` and `/ui/app.css` its assets, all from the build, no CDN.
  * No credential (they hold no data; the page logs in through /api/v1/session) and no rate limit.
@@ -34,27 +25,16 @@ interface LoadedFile {
  */
 export function dashboardRoutes(app: FastifyInstance, options: { distDir?: string | undefined } = {}): void {
   const distDir = options.distDir ?? defaultDashboardDir();
-  const cache = new Map<string, LoadedFile>();
+  const files = new BuiltFiles();
 
-  async function load(name: string): Promise<LoadedFile | null> {
+  /** The file, its ETag, and its gzip twin unless that is older (left from an earlier build). */
+  async function load(name: string) {
     const path = join(distDir, name);
-    let info;
-    try {
-      info = await stat(path);
-    } catch {
-      return null;
-    }
-    const gzipInfo = await stat(`${path}.gz`).catch(() => null);
-    const version = `${info.mtimeMs}:${info.size}:${gzipInfo?.mtimeMs}:${gzipInfo?.size}`;
-    const hit = cache.get(name);
-    if (hit && hit.version === version) return hit;
-    const bytes = await readFile(path);
-    let gzip = gzipInfo ? await readFile(`${path}.gz`).catch(() => null) : null;
-    // A twin older than its file is left from an earlier build: never serve other bytes than the file's.
-    if (gzip && gzipInfo!.mtimeMs < info.mtimeMs) gzip = null;
-    const file = { bytes, gzip, etag: `"${createHash('sha256').update(bytes).digest('base64url').slice(0, 27)}"`, version };
-    cache.set(name, file);
-    return file;
+    const file = await files.read(path);
+    if (!file) return null;
+    const twin = await files.read(`${path}.gz`);
+    const gzip = twin && twin.mtimeMs >= file.mtimeMs ? twin.bytes : null;
+    return { bytes: file.bytes, gzip, etag: `"${Buffer.from(file.sha256, 'hex').toString('base64url').slice(0, 27)}"` };
   }
 
   async function send(name: string, request: FastifyRequest, reply: FastifyReply) {

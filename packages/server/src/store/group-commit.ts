@@ -1,4 +1,4 @@
-import { CompiledQuery, type Kysely, type QueryResult } from 'kysely';
+import { CompiledQuery, type Kysely } from 'kysely';
 import type { Database } from './schema.js';
 
 /** One transaction's view of the batch: its queries, and a way to ask for a durable commit. */
@@ -12,15 +12,6 @@ interface Pending<R> {
   resolve: (value: R) => void;
   reject: (error: unknown) => void;
 }
-
-/** A member that is one statement: atomic by itself, so it runs without a savepoint. */
-interface PendingStatement {
-  statement: CompiledQuery;
-  resolve: (value: QueryResult<unknown>) => void;
-  reject: (error: unknown) => void;
-}
-
-type Member = Pending<any> | PendingStatement;
 
 const MAX_BATCH = 256;
 // Raw statements: building Kysely's savepoint commands costs more than running them.
@@ -36,7 +27,7 @@ const ROLLBACK_TO = CompiledQuery.raw('rollback to item');
  * N commits (N WAL appends of the same hot pages) and N fsyncs into one of each.
  */
 export class GroupCommit {
-  private queue: Member[] = [];
+  private queue: Pending<any>[] = [];
   private draining = false;
 
   constructor(
@@ -44,35 +35,17 @@ export class GroupCommit {
     /** Makes every commit so far durable (an fdatasync of the WAL), off the event loop. */
     private readonly sync: () => Promise<void>,
     private readonly syncEveryCommit: boolean,
-    /**
-     * Whether the connection is still inside the batch's transaction. Some errors (disk full, I/O)
-     * make SQLite roll the whole transaction back on its own; the batch must then fail as a whole, or
-     * the members after it would run in autocommit.
-     */
-    private readonly inTransaction: () => boolean,
   ) {}
 
   run<R>(work: (member: BatchMember) => Promise<R>): Promise<R> {
-    return new Promise<R>((resolve, reject) => this.enqueue({ work, resolve, reject }));
-  }
-
-  /**
-   * One statement as a member of the next batch, without a savepoint, a repository or a callback of
-   * its own: SQLite backs out a failing statement alone, so only this member fails. Answered after the
-   * batch's commit (and its fdatasync, if another member or `always` asked for one); it never asks for
-   * one itself.
-   */
-  runStatement(statement: CompiledQuery): Promise<QueryResult<unknown>> {
-    return new Promise((resolve, reject) => this.enqueue({ statement, resolve, reject }));
-  }
-
-  private enqueue(member: Member): void {
-    this.queue.push(member);
-    if (!this.draining) {
-      this.draining = true;
-      // Let the requests that arrived in this turn of the event loop join the first batch.
-      setImmediate(() => void this.drain());
-    }
+    return new Promise<R>((resolve, reject) => {
+      this.queue.push({ work, resolve, reject });
+      if (!this.draining) {
+        this.draining = true;
+        // Let the requests that arrived in this turn of the event loop join the first batch.
+        setImmediate(() => void this.drain());
+      }
+    });
   }
 
   private async drain(): Promise<void> {
@@ -83,7 +56,7 @@ export class GroupCommit {
     }
   }
 
-  private async runBatch(batch: Member[]): Promise<void> {
+  private async runBatch(batch: Pending<any>[]): Promise<void> {
     const settled: (() => void)[] = [];
     let trx;
     try {
@@ -97,16 +70,6 @@ export class GroupCommit {
     let durable = this.syncEveryCommit;
     try {
       for (const item of batch) {
-        if ('statement' in item) {
-          try {
-            const result = await trx.executeQuery(item.statement);
-            settled.push(() => item.resolve(result));
-          } catch (error) {
-            if (!this.inTransaction()) throw error;
-            settled.push(() => item.reject(error));
-          }
-          continue;
-        }
         if (isolate) await trx.executeQuery(SAVEPOINT);
         let wantsDurable = false;
         try {

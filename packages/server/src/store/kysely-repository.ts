@@ -111,15 +111,9 @@ export class KyselyRepository implements FleetRepository {
   }
 
   async updateInstance(instanceId: number, expectedVersion: number, patch: InstanceUpdate) {
-    const result = await this.db.executeQuery(this.instanceUpdateQuery(instanceId, expectedVersion, patch));
-    return Number(result.numAffectedRows) === 1;
-  }
-
-  /** The compare-and-set UPDATE of `updateInstance`, compiled once per set of columns; runs on any connection. */
-  protected instanceUpdateQuery(instanceId: number, expectedVersion: number, patch: InstanceUpdate) {
     const columns = (Object.keys(patch) as (keyof InstanceUpdate)[]).filter((c) => patch[c] !== undefined && c !== 'version');
     const parameters = [...columns.map((c) => patch[c]), expectedVersion + 1, instanceId, expectedVersion];
-    return this.templates.bind(`update:${columns.join(',')}`, parameters, (p) =>
+    const query = this.templates.bind(`update:${columns.join(',')}`, parameters, (p) =>
       this.db
         .updateTable('instances')
         .set({ ...Object.fromEntries(columns.map((c, i) => [c, p[i]])), version: p[columns.length] as number })
@@ -127,6 +121,8 @@ export class KyselyRepository implements FleetRepository {
         .where('version', '=', p[columns.length + 2] as number)
         .compile(),
     );
+    const result = await this.db.executeQuery(query);
+    return Number(result.numAffectedRows) === 1;
   }
 
   async listInstances(query: InstanceListQuery): Promise<InstanceSummaryRow[]> {

@@ -6,7 +6,7 @@ import { GroupCommit } from './group-commit.js';
 import { KyselyRepository } from './kysely-repository.js';
 import { migrateToLatest } from './migrate.js';
 import type { Database, InstanceUpdate } from './schema.js';
-import { LIFECYCLE_COLUMNS, type Durability, type FleetRepository, type FleetStore, type LifecycleRow } from './store.js';
+import type { Durability, FleetRepository, FleetStore } from './store.js';
 
 const STATEMENT_CACHE_SIZE = 256;
 
@@ -39,6 +39,7 @@ function withStatementCache(db: SQLite.Database): SqliteDatabase {
  */
 export class SqliteStore extends KyselyRepository implements FleetStore {
   readonly dialect = 'sqlite' as const;
+  /** Its group commit already shares one transaction among the beats that arrive together (store.ts). */
   readonly optimisticPlainBeats = false;
   private walFd: number | null = null;
   private readonly groupCommit: GroupCommit;
@@ -48,26 +49,9 @@ export class SqliteStore extends KyselyRepository implements FleetStore {
   private constructor(
     readonly kysely: Kysely<Database>,
     durability: Durability,
-    private readonly sqlite: SQLite.Database,
-    private readonly statements: SqliteDatabase,
   ) {
     super(kysely, false);
-    this.groupCommit = new GroupCommit(kysely, () => this.syncWal(), durability === 'always', () => sqlite.inTransaction);
-  }
-
-  /**
-   * The plain beat's unlocked read, on the one connection. Outside a transaction it runs at once and
-   * sees committed rows only. While a group commit is open (between its BEGIN and COMMIT, which a read
-   * can fall into: both are promise chains) it goes through Kysely, which lends the connection to one
-   * user at a time and so waits for the batch to end. Either way it never sees uncommitted writes.
-   */
-  override async getLifecycle(instanceId: number, options?: { forUpdate?: boolean }) {
-    if (this.sqlite.inTransaction) return super.getLifecycle(instanceId, options);
-    const query = this.templates.bind('lifecycle', [instanceId], ([id]) =>
-      this.kysely.selectFrom('instances').select(LIFECYCLE_COLUMNS).where('instance_id', '=', id as number).compile(),
-    );
-    const rows = this.statements.prepare(query.sql).all(query.parameters) as LifecycleRow[];
-    return rows[0];
+    this.groupCommit = new GroupCommit(kysely, () => this.syncWal(), durability === 'always');
   }
 
   static async open(file: string, options: { durability?: Durability } = {}): Promise<SqliteStore> {
@@ -77,9 +61,8 @@ export class SqliteStore extends KyselyRepository implements FleetStore {
     sqlite.pragma('synchronous = NORMAL');
     sqlite.pragma('foreign_keys = ON');
     sqlite.pragma('busy_timeout = 5000');
-    const statements = withStatementCache(sqlite);
-    const kysely = new Kysely<Database>({ dialect: new SqliteDialect({ database: statements }) });
-    const store = new SqliteStore(kysely, options.durability ?? 'transitions', sqlite, statements);
+    const kysely = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
+    const store = new SqliteStore(kysely, options.durability ?? 'transitions');
     await migrateToLatest(kysely, 'sqlite');
     if (file !== ':memory:') store.walFd = openSync(`${file}-wal`, 'r');
     return store;
@@ -91,17 +74,9 @@ export class SqliteStore extends KyselyRepository implements FleetStore {
     );
   }
 
-  /**
-   * One UPDATE in the next group commit, next to the transactions of that batch: no savepoint, no
-   * repository. The caller's unlocked read (`getLifecycle` above) saw committed rows only, so
-   * `expectedVersion` is a committed version; every write bumps it and versions only grow, so the
-   * compare-and-set fails whenever anything wrote the row since the read — committed before this batch
-   * or earlier in it. (Had the read seen a write that later rolled back, a later write could reach the
-   * same version number with other facts; that is why the read must not.)
-   */
-  async writePlainBeat(instanceId: number, expectedVersion: number, patch: InstanceUpdate): Promise<boolean> {
-    const result = await this.groupCommit.runStatement(this.instanceUpdateQuery(instanceId, expectedVersion, patch));
-    return Number(result.numAffectedRows) === 1;
+  /** Through the group commit like any write: the savepoint isolates a failing one. */
+  writePlainBeat(instanceId: number, expectedVersion: number, patch: InstanceUpdate): Promise<boolean> {
+    return this.transaction((repo) => repo.updateInstance(instanceId, expectedVersion, patch));
   }
 
   private syncWal(): Promise<void> {

@@ -93,7 +93,7 @@ export interface FleetStore extends FleetRepository {
    * `version`, as `updateInstance`. False when the version moved or the row is gone; the caller then
    * redoes the beat under a lock. `expectedVersion` must come from a read outside any transaction
    * (committed state). Answered after the write is committed, never made durable for its own sake.
-   * SQLite: one statement in the next group commit; PostgreSQL: one autocommit UPDATE.
+   * PostgreSQL: one autocommit UPDATE; SQLite: a member of its group commit.
    */
   writePlainBeat(instanceId: number, expectedVersion: number, patch: InstanceUpdate): Promise<boolean>;
   /**
