@@ -153,7 +153,7 @@ export async function listScenario({ size, requests, adminKey, say, cpuProfDir }
     const store = await SqliteStore.open(file);
     for (let i = 0; i < rows.length; i += 2000) {
       await store.transaction(async (repo) => {
-        for (const row of rows.slice(i, i + 2000)) await repo.insertInstance(row);
+        for (const row of rows.slice(i, i + 2000)) await repo.insertInstanceRow(row);
       });
     }
     await store.close();

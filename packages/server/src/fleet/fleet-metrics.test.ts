@@ -1,4 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs';
+import { rowsOf } from '../test-support/rows.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -25,7 +26,7 @@ describe('FleetMetrics scrape', () => {
 
   it('reads the fleet page by page, every instance once, and lets the event loop run between pages', async () => {
     for (let id = 1; id <= 7; id++) {
-      await store.insertInstance(newInstanceRow({ instance_id: id, owner: 'alice', agent_token_hash: `h${id}`, registered_at: T0, hostname: `gpu-${id}`, status: 'active', gpus_json: gpus(2), gpu_count: 2 }));
+      await rowsOf(store).insertInstanceRow(newInstanceRow({ instance_id: id, owner: 'alice', agent_token_hash: `h${id}`, registered_at: T0, hostname: `gpu-${id}`, status: 'active', gpus_json: gpus(2), gpu_count: 2 }));
     }
     const metrics = new FleetMetrics(store, new ManualClock(T0), 3);
     let immediates = 0;
@@ -51,7 +52,7 @@ describe('FleetMetrics scrape', () => {
   it('escapes label values as the exposition format says', async () => {
     expect(escapeLabel('plain-host')).toBe('plain-host');
     expect(escapeLabel('rack "7" \\ left\nrow')).toBe('rack \\"7\\" \\\\ left\\nrow');
-    await store.insertInstance(newInstanceRow({ instance_id: 9, owner: 'alice', agent_token_hash: 'h9', registered_at: T0, hostname: 'rack "7" \\ left', status: 'idle', gpus_json: gpus(1), gpu_count: 1 }));
+    await rowsOf(store).insertInstanceRow(newInstanceRow({ instance_id: 9, owner: 'alice', agent_token_hash: 'h9', registered_at: T0, hostname: 'rack "7" \\ left', status: 'idle', gpus_json: gpus(1), gpu_count: 1 }));
     const text = await new FleetMetrics(store, new ManualClock(T0)).scrape();
     expect(text).toContain('dumont_gpu_power_watts{instance_id="9",hostname="rack \\"7\\" \\\\ left",gpu="0",uuid="GPU-0"} 100');
   });

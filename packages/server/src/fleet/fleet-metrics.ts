@@ -1,8 +1,8 @@
-import { INSTANCE_STATUSES, type GpuSample, type InstanceStatus } from '@dumont/protocol';
+import { INSTANCE_STATUSES, type InstanceStatus } from '@dumont/protocol';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Clock } from '../clock.js';
 import { hibernateInSeconds } from '../policy/hibernation-policy.js';
-import type { FleetStore, GpuReadingsRow } from '../store/store.js';
+import type { FleetStore, GpuReadings } from '../store/store.js';
 import { openIntervals, sumSavings, totalOf } from './savings.js';
 
 const BYTES_PER_MIB = 1_048_576;
@@ -112,13 +112,13 @@ export class FleetMetrics {
     let afterInstanceId: number | undefined;
     for (;;) {
       const page = await this.store.listGpuReadings(afterInstanceId, this.pageSize);
-      for (const row of page) {
-        const countdown = hibernateInSeconds({ status: row.status as InstanceStatus, scheduledAt: row.scheduled_at }, now);
-        if (countdown !== null) families.countdown.add(`instance_id="${row.instance_id}",hostname="${escapeLabel(row.hostname ?? '')}"`, countdown);
-        if (BEATING.has(row.status) && row.gpu_count > 0) addGpus(families, row);
+      for (const readings of page) {
+        const countdown = hibernateInSeconds({ status: readings.status, scheduledAt: readings.scheduledAt }, now);
+        if (countdown !== null) families.countdown.add(`instance_id="${readings.instanceId}",hostname="${escapeLabel(readings.hostname ?? '')}"`, countdown);
+        if (BEATING.has(readings.status) && readings.gpuCount > 0) addGpus(families, readings);
       }
       if (page.length < this.pageSize) break;
-      afterInstanceId = page[page.length - 1]!.instance_id;
+      afterInstanceId = page[page.length - 1]!.instanceId;
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
     const fleetWide = await this.registry.metrics();
@@ -163,24 +163,12 @@ export function escapeLabel(value: string): string {
   return /[\\"\n]/.test(value) ? value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n') : value;
 }
 
-function addGpus(families: PerInstanceFamilies, row: GpuReadingsRow): void {
-  let gpus = JSON.parse(row.gpus_json) as GpuSample[];
+function addGpus(families: PerInstanceFamilies, readings: GpuReadings): void {
   // A seed agent sends one aggregate `gpu_metrics`: that is its single GPU.
-  if (gpus.length === 0 && row.gpu_count === 1) {
-    gpus = [
-      {
-        index: 0,
-        utilization_percent: row.utilization_percent,
-        memory_used_mb: row.memory_used_mb,
-        memory_total_mb: row.memory_total_mb,
-        temperature_celsius: row.temperature_celsius,
-        power_watts: row.power_watts,
-      },
-    ];
-  }
-  const host = escapeLabel(row.hostname ?? '');
+  const gpus = readings.gpus.length === 0 && readings.gpuCount === 1 ? [{ index: 0, ...readings.aggregate }] : readings.gpus;
+  const host = escapeLabel(readings.hostname ?? '');
   for (const gpu of gpus) {
-    const labels = `instance_id="${row.instance_id}",hostname="${host}",gpu="${gpu.index}",uuid="${escapeLabel(gpu.uuid ?? '')}"`;
+    const labels = `instance_id="${readings.instanceId}",hostname="${host}",gpu="${gpu.index}",uuid="${escapeLabel(gpu.uuid ?? '')}"`;
     // Unknown values get no sample at all: a 0 would read as an idle, cold, empty GPU.
     setKnown(families.utilization, labels, gpu.utilization_percent, (percent) => percent / 100);
     setKnown(families.memoryUsed, labels, gpu.memory_used_mb, (mib) => mib * BYTES_PER_MIB);

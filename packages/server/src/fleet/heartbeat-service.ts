@@ -5,7 +5,6 @@ import {
   idleFactsOf,
   parseTimestamp,
   type CommandResult,
-  type CommandType,
   type DeliveredCommand,
   type HeartbeatRequest,
   type HeartbeatResponse,
@@ -15,9 +14,8 @@ import type { ServerConfig } from '../config.js';
 import { evaluate, hibernateInSeconds, type Decision, type HibernateReport } from '../policy/hibernation-policy.js';
 import type { IdleObservation } from '../policy/idle-observation.js';
 import { sameHash } from '../secrets.js';
-import type { InstanceUpdate } from '../store/schema.js';
-import type { FleetRepository, FleetStore, LifecycleRow } from '../store/store.js';
-import { idleRuleOfRow, InstanceWrite, policyOf } from './lifecycle-rows.js';
+import type { FleetRepository, FleetStore, InstanceLifecycle, MetricsSample } from '../store/store.js';
+import { idleRuleOf, InstanceWrite, policyOf } from './instance-write.js';
 import type { MassSilenceGuard } from './mass-silence.js';
 import type { HistoryRecorder } from './history-recorder.js';
 import { iso } from './views.js';
@@ -27,43 +25,46 @@ import { iso } from './views.js';
  * agent reports (so clock skew cannot shift idle time); when the facts were collected is estimated
  * through the agent's clock offset at its previous beat (so a beat that sat in a queue is not fresh).
  */
-function observationOf(beat: HeartbeatRequest, beatAt: number, now: number, row: LifecycleRow): IdleObservation {
+function observationOf(beat: HeartbeatRequest, beatAt: number, now: number, instance: InstanceLifecycle): IdleObservation {
   let lastActivityAt: number | null = null;
   const activity = beat.last_activity ? parseTimestamp(beat.last_activity) : null;
   if (activity !== null) lastActivityAt = now - Math.max(0, beatAt - activity);
-  const offset = row.agent_timestamp_ms !== null && row.last_heartbeat_at !== null ? row.last_heartbeat_at - row.agent_timestamp_ms : null;
+  const lastBeatAt = instance.facts.lastHeartbeatAt;
+  const offset = instance.agentTimestampMs !== null && lastBeatAt !== null ? lastBeatAt - instance.agentTimestampMs : null;
   const observedAt = offset === null ? now : Math.min(now, beatAt + offset);
-  const hibernateHookRunning = row.hibernate_command_id !== null && (beat.running_commands ?? []).includes(row.hibernate_command_id);
+  const commandId = instance.hibernateCommandId;
+  const hibernateHookRunning = commandId !== null && (beat.running_commands ?? []).includes(commandId);
   return { ...idleFactsOf(beat), lastActivityAt, observedAt, hibernateHookRunning };
 }
 
 /** The result this beat carries for the instance's hibernate command, first or re-sent. */
-function hibernateReportOf(beat: HeartbeatRequest, row: LifecycleRow): HibernateReport | null {
-  const result = row.hibernate_command_id === null ? undefined : beat.command_results?.find((r) => r.id === row.hibernate_command_id);
+function hibernateReportOf(beat: HeartbeatRequest, instance: InstanceLifecycle): HibernateReport | null {
+  const commandId = instance.hibernateCommandId;
+  const result = commandId === null ? undefined : beat.command_results?.find((r) => r.id === commandId);
   return result ? { succeeded: result.status === 'succeeded', detail: result.detail ?? '' } : null;
 }
 
-function metricsPatch(beat: HeartbeatRequest, beatAt: number, row: LifecycleRow): InstanceUpdate {
+/** What the beat reported, as kept for display. */
+function metricsOf(beat: HeartbeatRequest, beatAt: number): MetricsSample {
   const gpus = beat.gpus ?? [];
   const m = gpus.length > 0 ? aggregateGpuMetrics(gpus) : (beat.gpu_metrics ?? {});
   return {
-    // Written only when it changed: the list sorts by it through an index, which an unchanged value
-    // written every beat would cost for nothing.
-    ...(beat.hostname !== row.hostname ? { hostname: beat.hostname } : {}),
-    agent_timestamp: beat.timestamp,
-    agent_timestamp_ms: beatAt,
-    utilization_percent: m.utilization_percent ?? null,
-    memory_used_mb: m.memory_used_mb ?? null,
-    memory_total_mb: m.memory_total_mb ?? null,
-    temperature_celsius: m.temperature_celsius ?? null,
-    power_watts: m.power_watts ?? null,
-    gpus_json: JSON.stringify(gpus),
-    gpu_count: gpus.length > 0 ? gpus.length : beat.gpu_metrics ? 1 : 0,
-    process_count: beat.process_count ?? null,
-    active_users: beat.active_users ?? null,
-    last_activity: beat.last_activity ?? null,
-    agent_version: beat.agent_version ?? null,
-    collector_errors_json: JSON.stringify(beat.collector_errors ?? []),
+    agentTimestamp: beat.timestamp,
+    agentTimestampMs: beatAt,
+    aggregate: {
+      utilization_percent: m.utilization_percent ?? null,
+      memory_used_mb: m.memory_used_mb ?? null,
+      memory_total_mb: m.memory_total_mb ?? null,
+      temperature_celsius: m.temperature_celsius ?? null,
+      power_watts: m.power_watts ?? null,
+    },
+    gpus,
+    gpuCount: gpus.length > 0 ? gpus.length : beat.gpu_metrics ? 1 : 0,
+    processCount: beat.process_count ?? null,
+    activeUsers: beat.active_users ?? null,
+    lastActivity: beat.last_activity ?? null,
+    agentVersion: beat.agent_version ?? null,
+    collectorErrors: beat.collector_errors ?? [],
   };
 }
 
@@ -81,9 +82,9 @@ export class HeartbeatService {
     const now = this.clock.now();
     const beatAt = this.beatTime(beat, now);
     const outcome = (await this.tryPlainBeat(tokenHash, beat, beatAt, now)) ?? (await this.store.transaction(async (repo) => {
-      const row = await repo.getLifecycle(beat.instance_id, { forUpdate: true });
-      if (!row || !sameHash(row.agent_token_hash, tokenHash)) return null;
-      return this.applyBeat(repo, row, beat, beatAt, now);
+      const instance = await repo.getLifecycle(beat.instance_id, { forUpdate: true });
+      if (!instance || !sameHash(instance.agentTokenHash, tokenHash)) return null;
+      return this.applyBeat(repo, instance, beat, beatAt, now);
     }));
     if (outcome === null) {
       // Looked up only on failure, so a good beat costs one indexed read by instance id.
@@ -129,10 +130,10 @@ export class HeartbeatService {
    */
   private async tryPlainBeat(tokenHash: string, beat: HeartbeatRequest, beatAt: number, now: number) {
     if (!this.store.optimisticPlainBeats || (beat.command_results?.length ?? 0) > 0) return null;
-    const row = await this.store.getLifecycle(beat.instance_id);
-    if (!row || row.open_commands > 0 || !sameHash(row.agent_token_hash, tokenHash)) return null;
-    const write = new InstanceWrite(row, now, this.config);
-    if (this.isStale(row, beatAt, now)) return null;
+    const instance = await this.store.getLifecycle(beat.instance_id);
+    if (!instance || instance.openCommands > 0 || !sameHash(instance.agentTokenHash, tokenHash)) return null;
+    const write = new InstanceWrite(instance, now, this.config);
+    if (this.isStale(instance, beatAt, now)) return null;
     const decision = this.decide(write, beat, beatAt, now);
     // Decided before anything is written: a beat that changes more than metrics takes the locked path.
     const plain =
@@ -142,7 +143,7 @@ export class HeartbeatService {
       !decision.cancelProviderStop &&
       !decision.cancelProviderStart &&
       decision.events.length === 0 &&
-      decision.facts.status === row.status;
+      decision.facts.status === instance.facts.status;
     if (!plain) return null;
     await this.absorbBeat(this.store, write, decision, beat, beatAt);
     if (!(await write.tryCommitPlain(this.store))) return null;
@@ -152,33 +153,37 @@ export class HeartbeatService {
   private decide(write: InstanceWrite, beat: HeartbeatRequest, beatAt: number, now: number): Decision {
     const input = {
       kind: 'heartbeat',
-      observation: observationOf(beat, beatAt, now, write.row),
-      hibernateReport: hibernateReportOf(beat, write.row),
+      observation: observationOf(beat, beatAt, now, write.instance),
+      hibernateReport: hibernateReportOf(beat, write.instance),
       hold: this.massSilence?.hold ?? null,
     } as const;
-    return evaluate(write.facts, policyOf(write.row, this.config), input, this.config, now);
+    return evaluate(write.facts, policyOf(write.settings, this.config), input, this.config, now);
   }
 
   private async absorbBeat(repo: FleetRepository, write: InstanceWrite, decision: Decision, beat: HeartbeatRequest, beatAt: number) {
-    await write.absorb(decision, repo, 'policy', hibernateArgsOf(idleRuleOfRow(write.row, this.config)));
-    write.patch = { ...write.patch, ...metricsPatch(beat, beatAt, write.row), heartbeat_count: write.row.heartbeat_count + 1 };
+    await write.absorb(decision, repo, 'policy', hibernateArgsOf(idleRuleOf(write.settings, this.config)));
+    write.change.metrics = metricsOf(beat, beatAt);
+    // Written only when it changed: the list sorts by it through an index, which an unchanged value
+    // written every beat would cost for nothing.
+    if (beat.hostname !== write.instance.hostname) write.change.hostname = beat.hostname;
+    write.change.heartbeatCount = write.instance.heartbeatCount + 1;
   }
 
-  private async applyBeat(repo: FleetRepository, row: LifecycleRow, beat: HeartbeatRequest, beatAt: number, now: number) {
-    const write = new InstanceWrite(row, now, this.config);
+  private async applyBeat(repo: FleetRepository, instance: InstanceLifecycle, beat: HeartbeatRequest, beatAt: number, now: number) {
+    const write = new InstanceWrite(instance, now, this.config);
     // Command rows first; what a result means for the lifecycle is decided with the beat that carries it.
     for (const result of beat.command_results ?? []) await this.settle(repo, write, result, now);
     let withhold = false;
-    if (!this.isStale(row, beatAt, now)) {
+    if (!this.isStale(instance, beatAt, now)) {
       const decision = this.decide(write, beat, beatAt, now);
       withhold = decision.withholdHibernate;
       await this.absorbBeat(repo, write, decision, beat, beatAt);
     } else {
       // A delayed copy of an older beat: its facts are not applied, but a result it carries still counts.
-      const report = hibernateReportOf(beat, row);
+      const report = hibernateReportOf(beat, instance);
       if (report) {
-        const decision = evaluate(write.facts, policyOf(row, this.config), { kind: 'hibernate_result', ...report }, this.config, now);
-        await write.absorb(decision, repo, 'policy', hibernateArgsOf(idleRuleOfRow(row, this.config)));
+        const decision = evaluate(write.facts, policyOf(instance.settings, this.config), { kind: 'hibernate_result', ...report }, this.config, now);
+        await write.absorb(decision, repo, 'policy', hibernateArgsOf(idleRuleOf(instance.settings, this.config)));
       }
     }
     const commands = await this.deliver(repo, write, now, withhold);
@@ -192,19 +197,20 @@ export class HeartbeatService {
    * While a hibernate command is out every beat is judged: an agent whose clock stepped back sends
    * beats that look old but describe the machine now, and a busy one must still withdraw the command.
    */
-  private isStale(row: LifecycleRow, beatAt: number, now: number): boolean {
-    if (row.status === 'hibernating') return false;
-    if (row.agent_timestamp_ms === null || beatAt > row.agent_timestamp_ms) return false;
-    const silentFor = row.last_heartbeat_at === null ? Infinity : now - row.last_heartbeat_at;
+  private isStale(instance: InstanceLifecycle, beatAt: number, now: number): boolean {
+    if (instance.facts.status === 'hibernating') return false;
+    if (instance.agentTimestampMs === null || beatAt > instance.agentTimestampMs) return false;
+    const lastBeatAt = instance.facts.lastHeartbeatAt;
+    const silentFor = lastBeatAt === null ? Infinity : now - lastBeatAt;
     return silentFor < this.config.offlineAfterSeconds * 1000;
   }
 
   /** Records one command result on its command; a repeated or unknown result changes nothing. */
   private async settle(repo: FleetRepository, write: InstanceWrite, result: CommandResult, now: number) {
     const command = await repo.getCommand(result.id);
-    if (!command || command.instance_id !== write.row.instance_id) return;
+    if (!command || command.instanceId !== write.instance.instanceId) return;
     const detail = result.detail ?? '';
-    const changed = await repo.updateCommand(command.id, ['pending', 'delivered'], { state: result.status, completed_at: now, detail });
+    const changed = await repo.updateCommand(command.id, ['pending', 'delivered'], { state: result.status, completedAt: now, detail });
     if (!changed) return;
     write.openCommandsDelta -= 1;
     write.events.push({
@@ -219,15 +225,15 @@ export class HeartbeatService {
    * in the answer to a busy beat (its hook is running; see the policy).
    */
   private async deliver(repo: FleetRepository, write: InstanceWrite, now: number, withholdHibernate: boolean): Promise<DeliveredCommand[]> {
-    if (write.row.open_commands + write.openCommandsDelta <= 0) return [];
+    if (write.instance.openCommands + write.openCommandsDelta <= 0) return [];
     const delivered: DeliveredCommand[] = [];
-    for (const command of await repo.openCommands(write.row.instance_id)) {
+    for (const command of await repo.openCommands(write.instance.instanceId)) {
       if (withholdHibernate && command.id === write.hibernateCommandId) continue;
       if (command.state === 'pending') {
-        await repo.updateCommand(command.id, ['pending'], { state: 'delivered', delivered_at: now });
+        await repo.updateCommand(command.id, ['pending'], { state: 'delivered', deliveredAt: now });
         write.events.push({ type: 'command_delivered', reason: `${command.type} delivered in a heartbeat response`, data: { command_id: command.id } });
       }
-      delivered.push({ id: command.id, type: command.type as CommandType, args: JSON.parse(command.args_json), issued_at: iso(command.issued_at)! });
+      delivered.push({ id: command.id, type: command.type, args: command.args, issued_at: iso(command.issuedAt)! });
     }
     return delivered;
   }

@@ -2,7 +2,6 @@ import {
   DumontError,
   MAX_HISTORY_POINTS,
   parseTimestamp,
-  type GpuSample,
   type MetricsHistoryQuery,
   type MetricsHistoryResponse,
   type MetricsPoint,
@@ -112,7 +111,7 @@ export class HistoryService {
         for (const m of GPU_METRICS) merge(step[m], r.samples, r[`${m}_min` as const], r[`${m}_avg` as const], r[`${m}_max` as const]);
       }
     }
-    const uuids = new Map((JSON.parse(instance.gpus_json) as GpuSample[]).map((g) => [g.index, g.uuid ?? null]));
+    const uuids = new Map(instance.readings.gpus.map((g) => [g.index, g.uuid ?? null]));
     const gpus = [...steps.entries()]
       .sort(([a], [b]) => a - b)
       .map(([index, perGpu]) => ({

@@ -30,11 +30,10 @@ import type { Clock } from '../clock.js';
 import type { ServerConfig } from '../config.js';
 import { evaluate, type PolicyInput } from '../policy/hibernation-policy.js';
 import { hashSecret, newSecret } from '../secrets.js';
-import { newInstanceRow, type CommandRow, type InstanceRow, type InstanceUpdate } from '../store/schema.js';
-import type { FleetRepository, FleetStore } from '../store/store.js';
+import type { AgentCommand, FleetRepository, FleetStore, InstanceRecord, InstanceSettings } from '../store/store.js';
 import { decodeCursor, decodeInstanceCursor, encodeCursor, encodeInstanceCursor } from './cursor.js';
 import { Providers } from '../providers/registry.js';
-import { eventRows, factsPatch, idleRuleOfRow, InstanceWrite, policyOf } from './lifecycle-rows.js';
+import { idleRuleOf, instanceEvents, InstanceWrite, policyOf } from './instance-write.js';
 import { openIntervals, sumSavings, totalOf, noSavings } from './savings.js';
 import type { MassSilenceGuard } from './mass-silence.js';
 import { canSee, type Operator } from './principal.js';
@@ -42,16 +41,16 @@ import { massSilenceView, toCommandView, toDetail, toEventView, toSummary } from
 
 /** Thrown out of a transition to roll it back when an `Idempotency-Key` was already used for this request. */
 class Replay {
-  constructor(readonly command: CommandRow) {}
+  constructor(readonly command: AgentCommand) {}
 }
 
 /**
  * Whether a stored command is what this request asks for. A hibernate command's args are the server's
  * (the instance's idle rule), not the request's, so for it the type alone decides.
  */
-function sameCommandRequest(command: CommandRow, request: CreateCommandRequest): boolean {
+function sameCommandRequest(command: AgentCommand, request: CreateCommandRequest): boolean {
   if (command.type !== request.type) return false;
-  return request.type === 'hibernate' || isDeepStrictEqual(JSON.parse(command.args_json), request.args ?? {});
+  return request.type === 'hibernate' || isDeepStrictEqual(command.args, request.args ?? {});
 }
 
 const notFound = (instanceId: number) => new DumontError('not_found', `instance ${instanceId} not found`, 'instance_id');
@@ -60,13 +59,22 @@ const DEFAULT_SAVINGS_DAYS = 30;
 
 type ProviderFields = Pick<InstancePatch, 'provider' | 'provider_instance_id' | 'price_per_hour'>;
 
-/** The columns of the provider fields a request sets (undefined fields are left alone). */
-function providerColumns(fields: ProviderFields): InstanceUpdate {
-  const patch: InstanceUpdate = {};
-  if (fields.provider !== undefined) patch.provider = fields.provider;
-  if (fields.provider_instance_id !== undefined) patch.provider_instance_id = fields.provider_instance_id;
-  if (fields.price_per_hour !== undefined) patch.price_per_hour = fields.price_per_hour;
-  return patch;
+/** The provider fields a request sets, as its event records them. */
+function providerFieldsOf(fields: ProviderFields): ProviderFields {
+  const set: ProviderFields = {};
+  if (fields.provider !== undefined) set.provider = fields.provider;
+  if (fields.provider_instance_id !== undefined) set.provider_instance_id = fields.provider_instance_id;
+  if (fields.price_per_hour !== undefined) set.price_per_hour = fields.price_per_hour;
+  return set;
+}
+
+/** The settings the provider fields of a request set (undefined fields are left alone). */
+function providerSettings(fields: ProviderFields): Partial<InstanceSettings> {
+  const settings: Partial<InstanceSettings> = {};
+  if (fields.provider !== undefined) settings.provider = fields.provider;
+  if (fields.provider_instance_id !== undefined) settings.providerInstanceId = fields.provider_instance_id;
+  if (fields.price_per_hour !== undefined) settings.pricePerHour = fields.price_per_hour;
+  return settings;
 }
 
 /** What operators (API keys) do: register, look, postpone, tune, command. Every write is one transaction. */
@@ -103,35 +111,32 @@ export class OperatorService {
         const owner = operator.admin && request.owner !== undefined ? request.owner : existing.owner;
         const moved = owner !== existing.owner;
         const write = new InstanceWrite(existing, now, this.config);
-        write.patch = { ...providerColumns(request), agent_token_hash: tokenHash };
-        if (moved) write.patch.owner = owner;
-        if (request.hostname !== undefined) write.patch.hostname = request.hostname;
-        const repriced = request.price_per_hour !== undefined && request.price_per_hour !== existing.price_per_hour;
+        write.change = { settings: providerSettings(request), agentTokenHash: tokenHash };
+        if (moved) write.change.owner = owner;
+        if (request.hostname !== undefined) write.change.hostname = request.hostname;
+        const repriced = request.price_per_hour !== undefined && request.price_per_hour !== existing.settings.pricePerHour;
         // Hours already saved keep the price and owner they were saved at: the open interval closes here.
-        if ((repriced || moved) && existing.saving_since !== null) write.facts = { ...write.facts, savingSince: now };
+        if ((repriced || moved) && existing.facts.savingSince !== null) write.facts = { ...write.facts, savingSince: now };
         const reason = moved
           ? `instance re-registered by ${operator.owner} and moved from owner ${existing.owner} to ${owner}; the old agent token no longer works`
           : `instance re-registered by ${operator.owner}; the old agent token no longer works`;
         const data = moved ? { rotated_by: operator.owner, previous_owner: existing.owner, owner } : { rotated_by: operator.owner };
         write.events.push({ type: 'token_rotated', reason, data });
-        const fields = providerColumns(request);
-        if (Object.keys(fields).length > 0) write.events.push({ type: 'instance_updated', reason: `instance updated by ${operator.owner} at re-registration`, data: { ...fields } });
-        write.patch = { ...write.patch, ...factsPatch(existing, write.facts, existing.deadline, now) };
+        const fields = providerFieldsOf(request);
+        if (Object.keys(fields).length > 0) write.events.push({ type: 'instance_updated', reason: `instance updated by ${operator.owner} at re-registration`, data: fields });
         await write.commit(repo);
         return true;
       }
       const owner = request.owner ?? operator.owner;
-      await repo.insertInstance(
-        newInstanceRow({
-          ...providerColumns(request),
-          instance_id: request.instance_id,
-          owner,
-          agent_token_hash: tokenHash,
-          hostname: request.hostname ?? null,
-          registered_at: now,
-        }),
-      );
-      await repo.insertEvents(eventRows(request.instance_id, now, [{ type: 'registered', reason: `registered for owner ${owner}` }]));
+      await repo.insertInstance({
+        instanceId: request.instance_id,
+        owner,
+        agentTokenHash: tokenHash,
+        hostname: request.hostname ?? null,
+        registeredAt: now,
+        settings: providerSettings(request),
+      });
+      await repo.insertEvents(instanceEvents(request.instance_id, now, [{ type: 'registered', reason: `registered for owner ${owner}` }]));
       await repo.requireDurableCommit();
       return false;
     });
@@ -172,15 +177,15 @@ export class OperatorService {
       hibernated_count: countOf('hibernated'),
       offline_count: countOf('offline'),
       waking_count: countOf('waking'),
-      next_cursor: rows.length > limit && last ? encodeInstanceCursor(sort, { value: last.sort_key ?? null, instanceId: last.instance_id }) : null,
+      next_cursor: rows.length > limit && last ? encodeInstanceCursor(sort, { value: last.sortKey ?? null, instanceId: last.instanceId }) : null,
       mass_silence: massSilenceView(this.massSilence?.state ?? null),
     };
   }
 
-  private async visible(repo: FleetRepository, operator: Operator, instanceId: number, forUpdate = false): Promise<InstanceRow> {
-    const row = await repo.getInstance(instanceId, { forUpdate });
-    if (!row || !canSee(operator, row.owner)) throw notFound(instanceId);
-    return row;
+  private async visible(repo: FleetRepository, operator: Operator, instanceId: number, forUpdate = false): Promise<InstanceRecord> {
+    const instance = await repo.getInstance(instanceId, { forUpdate });
+    if (!instance || !canSee(operator, instance.owner)) throw notFound(instanceId);
+    return instance;
   }
 
   async detail(operator: Operator, instanceId: number): Promise<InstanceDetail> {
@@ -188,45 +193,49 @@ export class OperatorService {
   }
 
   /** The detail with the instance's savings over its whole history. */
-  private async detailOf(row: InstanceRow): Promise<InstanceDetail> {
+  private async detailOf(instance: InstanceRecord): Promise<InstanceDetail> {
     const now = this.clock.now();
-    const query = { owner: row.owner, instanceId: row.instance_id };
+    const query = { owner: instance.owner, instanceId: instance.instanceId };
     const [closed, open] = await Promise.all([this.store.listSavings({ ...query, from: 0, to: now }), this.store.listOpenSavings(query)]);
-    const figures = sumSavings([...closed, ...openIntervals(open, now)], 0, now).get(row.instance_id) ?? noSavings();
-    return toDetail(row, this.config, now, {
+    const figures = sumSavings([...closed, ...openIntervals(open, now)], 0, now).get(instance.instanceId) ?? noSavings();
+    return toDetail(instance, this.config, now, {
       hibernated_hours: figures.hibernated_hours,
       gpu_hours_saved: figures.gpu_hours_saved,
       usd_saved: figures.usd_saved,
     });
   }
 
-  /** Runs one policy input against a locked row and stores the outcome. */
+  /** Runs one policy input against a locked instance and stores the outcome; returns the write made. */
   private async transition(
     operator: Operator,
     instanceId: number,
-    prepare: (row: InstanceRow, write: InstanceWrite, repo: FleetRepository) => PolicyInput | Promise<PolicyInput>,
-  ): Promise<InstanceRow> {
+    prepare: (instance: InstanceRecord, write: InstanceWrite, repo: FleetRepository) => PolicyInput | Promise<PolicyInput>,
+  ): Promise<InstanceWrite> {
     const now = this.clock.now();
-    const row = await this.store.transaction(async (repo) => {
+    return this.store.transaction(async (repo) => {
       const current = await this.visible(repo, operator, instanceId, true);
       const write = new InstanceWrite(current, now, this.config);
       const input = await prepare(current, write, repo);
-      const policy = policyOf({ ...current, ...write.patch } as InstanceRow, this.config);
-      const args = hibernateArgsOf(idleRuleOfRow({ ...current, ...write.patch } as InstanceRow, this.config));
-      await write.absorb(evaluate(write.facts, policy, input, this.config, now), repo, `owner ${operator.owner}`, args);
+      const settings = write.settings;
+      const args = hibernateArgsOf(idleRuleOf(settings, this.config));
+      await write.absorb(evaluate(write.facts, policyOf(settings, this.config), input, this.config, now), repo, `owner ${operator.owner}`, args);
       await write.commit(repo);
-      return { ...current, ...write.patch } as InstanceRow;
+      return write;
     });
-    return row;
+  }
+
+  /** The detail as it stands after a change this operator just made. */
+  private async detailAfter(operator: Operator, instanceId: number): Promise<InstanceDetail> {
+    return this.detailOf(await this.visible(this.store, operator, instanceId));
   }
 
   async keepAlive(operator: Operator, instanceId: number, minutes: number): Promise<KeepAliveResponse> {
     const until = this.clock.now() + minutes * 60_000;
-    await this.transition(operator, instanceId, (row) => {
-      if (row.status === 'hibernating' || row.status === 'hibernated') {
+    await this.transition(operator, instanceId, ({ facts }) => {
+      if (facts.status === 'hibernating' || facts.status === 'hibernated') {
         throw new DumontError(
           'instance_hibernating',
-          `instance ${instanceId} is ${row.status}; a keep-alive cannot postpone it (it wakes with its next heartbeat)`,
+          `instance ${instanceId} is ${facts.status}; a keep-alive cannot postpone it (it wakes with its next heartbeat)`,
         );
       }
       return { kind: 'keep_alive', until };
@@ -240,36 +249,38 @@ export class OperatorService {
   }
 
   async patchHibernation(operator: Operator, instanceId: number, patch: HibernationPolicyPatch): Promise<InstanceDetail> {
-    const row = await this.transition(operator, instanceId, (_row, write) => {
-      if (patch.enabled !== undefined) write.patch.hibernation_enabled = patch.enabled ? 1 : 0;
-      if (patch.dry_run !== undefined) write.patch.dry_run = patch.dry_run ? 1 : 0;
-      if (patch.threshold_minutes !== undefined) write.patch.threshold_minutes = patch.threshold_minutes;
-      if (patch.ignore_gpu_processes !== undefined) write.patch.ignore_gpu_processes = patch.ignore_gpu_processes ? 1 : 0;
+    await this.transition(operator, instanceId, (_instance, write) => {
+      const settings: Partial<InstanceSettings> = {};
+      if (patch.enabled !== undefined) settings.hibernationEnabled = patch.enabled;
+      if (patch.dry_run !== undefined) settings.dryRun = patch.dry_run;
+      if (patch.threshold_minutes !== undefined) settings.thresholdMinutes = patch.threshold_minutes;
+      if (patch.ignore_gpu_processes !== undefined) settings.ignoreGpuProcesses = patch.ignore_gpu_processes;
+      write.change.settings = settings;
       write.events.push({ type: 'policy_changed', reason: `hibernation policy changed by ${operator.owner}`, data: { ...patch } });
       return { kind: 'policy_changed' };
     });
-    return this.detailOf(row);
+    return this.detailAfter(operator, instanceId);
   }
 
   /** Provider, provider instance id and price. A new price closes the open saving interval at the old one. */
   async patchInstance(operator: Operator, instanceId: number, patch: InstancePatch): Promise<InstanceDetail> {
     this.checkProvider(patch);
-    const row = await this.transition(operator, instanceId, (current, write) => {
-      Object.assign(write.patch, providerColumns(patch));
-      if (patch.price_per_hour !== undefined && patch.price_per_hour !== current.price_per_hour && current.saving_since !== null) {
+    await this.transition(operator, instanceId, (current, write) => {
+      write.change.settings = providerSettings(patch);
+      if (patch.price_per_hour !== undefined && patch.price_per_hour !== current.settings.pricePerHour && current.facts.savingSince !== null) {
         write.facts = { ...write.facts, savingSince: this.clock.now() };
       }
       write.events.push({ type: 'instance_updated', reason: `instance updated by ${operator.owner}`, data: { ...patch } });
       return { kind: 'policy_changed' };
     });
-    return this.detailOf(row);
+    return this.detailAfter(operator, instanceId);
   }
 
   /** Starts a hibernated instance through its provider; the first heartbeat makes it `active`. */
   async wake(operator: Operator, instanceId: number): Promise<WakeResponse> {
-    await this.transition(operator, instanceId, (row) => {
-      if (row.status !== 'hibernated') {
-        throw new DumontError('instance_not_hibernated', `instance ${instanceId} is ${row.status}; only a hibernated instance can be woken`);
+    await this.transition(operator, instanceId, ({ facts }) => {
+      if (facts.status !== 'hibernated') {
+        throw new DumontError('instance_not_hibernated', `instance ${instanceId} is ${facts.status}; only a hibernated instance can be woken`);
       }
       return { kind: 'wake', reason: `wake requested by ${operator.owner}` };
     });
@@ -305,9 +316,9 @@ export class OperatorService {
     idempotencyKey?: string,
   ): Promise<{ command: CommandView; replayed: boolean }> {
     let commandId: string | null = null;
-    let row: InstanceRow;
+    let write: InstanceWrite;
     try {
-      row = await this.transition(operator, instanceId, async (current, write, repo) => {
+      write = await this.transition(operator, instanceId, async (current, write, repo) => {
         if (idempotencyKey !== undefined) {
           // Read under the instance's row lock: a concurrent request with the same key waits, then replays.
           const earlier = await repo.findCommandByIdempotencyKey(instanceId, idempotencyKey);
@@ -325,10 +336,11 @@ export class OperatorService {
           write.idempotencyKey = idempotencyKey;
         }
         if (request.type === 'hibernate') {
-          if (current.status === 'hibernating' || current.status === 'hibernated' || current.status === 'waking') {
-            throw new DumontError('instance_hibernating', `instance ${instanceId} is already ${current.status}`);
+          const status = current.facts.status;
+          if (status === 'hibernating' || status === 'hibernated' || status === 'waking') {
+            throw new DumontError('instance_hibernating', `instance ${instanceId} is already ${status}`);
           }
-          if (policyOf(current, this.config).dryRun) {
+          if (policyOf(current.settings, this.config).dryRun) {
             throw new DumontError('dry_run', `instance ${instanceId} is in dry-run (DUMONT_DRY_RUN or hibernation.dry_run); nothing is hibernated`);
           }
           return { kind: 'hibernate_now', reason: `hibernate requested by ${operator.owner}` };
@@ -340,7 +352,7 @@ export class OperatorService {
       if (error instanceof Replay) return { command: toCommandView(error.command), replayed: true };
       throw error;
     }
-    const command = await this.store.getCommand(commandId ?? row.hibernate_command_id!);
+    const command = await this.store.getCommand(commandId ?? write.hibernateCommandId!);
     return { command: toCommandView(command!), replayed: false };
   }
 

@@ -8,7 +8,7 @@ import type { ProviderAction, ProviderActionKind, ProviderOutcome } from '../pro
 import type { Providers } from '../providers/registry.js';
 import type { OutboxRow } from '../store/schema.js';
 import type { FleetRepository, FleetStore, OutboxTarget } from '../store/store.js';
-import { InstanceWrite, policyOf } from './lifecycle-rows.js';
+import { InstanceWrite, policyOf } from './instance-write.js';
 
 /** The first retry comes within this long; each later one may wait up to twice as long as the last. */
 const BASE_RETRY_MS = 2000;
@@ -100,11 +100,11 @@ export class OutboxWorker {
         claimed
           .filter((row) => row.kind !== 'notify')
           .map((row) => ({
-            instance_id: row.instance_id,
+            instanceId: row.instance_id,
             at: now,
-            type: row.kind === 'stop' ? 'provider_stop_requested' : 'provider_start_requested',
+            type: row.kind === 'stop' ? ('provider_stop_requested' as const) : ('provider_start_requested' as const),
             reason: `attempt ${row.attempts}: asking ${row.target} to ${row.kind} the machine`,
-            data_json: JSON.stringify({ action_id: row.id, attempt: row.attempts, provider: row.target }),
+            data: { action_id: row.id, attempt: row.attempts, provider: row.target },
           })),
       );
       if (claimed.some((row) => row.kind !== 'notify')) await repo.requireDurableCommit();
@@ -224,7 +224,7 @@ export class OutboxWorker {
           data,
         });
         await this.absorbResult(repo, write, action, true, '');
-        write.patch.provider_error = null;
+        write.change.providerError = null;
       } else if (current.cancel_requested === 1) {
         await repo.finishOutbox(row.id, this.id, { state: 'cancelled', completed_at: now, claimed_until: null, last_error: outcome.message });
         write.events.push({
@@ -241,7 +241,7 @@ export class OutboxWorker {
           data: { ...data, final: true, message: outcome.message, action },
         });
         await this.absorbResult(repo, write, action, false, outcome.message);
-        write.patch.provider_error = outcome.message;
+        write.change.providerError = outcome.message;
       } else {
         const patch = this.retryPatch(current, outcome, now);
         await repo.finishOutbox(row.id, this.id, patch);
@@ -250,14 +250,14 @@ export class OutboxWorker {
           reason: `${row.target}: ${outcome.message}; retrying at ${new Date(patch.due_at!).toISOString()}`,
           data: { ...data, final: false, message: outcome.message, retry_at: new Date(patch.due_at!).toISOString() },
         });
-        write.patch.provider_error = outcome.message;
+        write.change.providerError = outcome.message;
       }
       await write.commit(repo);
     });
   }
 
   private async absorbResult(repo: FleetRepository, write: InstanceWrite, action: ProviderActionKind, done: boolean, message: string) {
-    const decision = evaluate(write.facts, policyOf(write.row, this.config), { kind: 'provider_result', action, done, message }, this.config, this.clock.now());
+    const decision = evaluate(write.facts, policyOf(write.settings, this.config), { kind: 'provider_result', action, done, message }, this.config, this.clock.now());
     await write.absorb(decision, repo, 'provider');
   }
 }

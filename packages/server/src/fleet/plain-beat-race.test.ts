@@ -55,6 +55,7 @@ for (const backend of await testBackends()) {
     beforeEach(async () => {
       const db = await backend.open();
       dispose = db.dispose;
+      expect(db.store.optimisticPlainBeats).toBe(true);
       racing = racingStore(db.store);
       t = await new TestServer(async () => racing.store).start();
       token = await t.register(INSTANCE);

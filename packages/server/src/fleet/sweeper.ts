@@ -2,7 +2,7 @@ import type { Clock } from '../clock.js';
 import type { ServerConfig } from '../config.js';
 import { evaluate } from '../policy/hibernation-policy.js';
 import type { FleetStore } from '../store/store.js';
-import { InstanceWrite, policyOf } from './lifecycle-rows.js';
+import { InstanceWrite, policyOf } from './instance-write.js';
 import type { MassSilenceGuard } from './mass-silence.js';
 
 const BATCH = 500;
@@ -62,14 +62,14 @@ export class Sweeper {
 
   private sweepOne(instanceId: number, now: number): Promise<boolean> {
     return this.store.transaction(async (repo) => {
-      const row = await repo.getLifecycle(instanceId, { forUpdate: true });
+      const instance = await repo.getLifecycle(instanceId, { forUpdate: true });
       // Another replica (or a heartbeat) may have handled it since we listed it.
-      if (!row || row.deadline === null || row.deadline > now) return false;
-      const write = new InstanceWrite(row, now, this.config);
-      await write.absorb(evaluate(write.facts, policyOf(row, this.config), { kind: 'tick' }, this.config, now), repo, 'policy');
+      if (!instance || instance.deadline === null || instance.deadline > now) return false;
+      const write = new InstanceWrite(instance, now, this.config);
+      await write.absorb(evaluate(write.facts, policyOf(instance.settings, this.config), { kind: 'tick' }, this.config, now), repo, 'policy');
       await write.commit(repo);
       // A stored deadline may be early (see DEADLINE_SLACK_MS): then this visit only re-stored it.
-      return write.facts.status !== row.status;
+      return write.facts.status !== instance.facts.status;
     });
   }
 

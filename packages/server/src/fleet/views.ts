@@ -1,10 +1,9 @@
-import type { CommandView, EventView, GpuSample, InstanceDetail, InstanceSavings, InstanceSummary, InstanceStatus, MassSilenceView, ProviderState } from '@dumont/protocol';
+import type { CommandView, EventView, InstanceDetail, InstanceSavings, InstanceSummary, MassSilenceView } from '@dumont/protocol';
 import type { MassSilence } from './mass-silence.js';
 import type { ServerConfig } from '../config.js';
 import { hibernateInSeconds, idleSeconds } from '../policy/hibernation-policy.js';
-import type { CommandRow, EventRow, InstanceRow } from '../store/schema.js';
-import type { InstanceSummaryRow } from '../store/store.js';
-import { factsOf, policyOf, providerInstanceIdOf, providerNameOf } from './lifecycle-rows.js';
+import type { AgentCommand, InstanceListEntry, InstanceRecord, StoredEvent } from '../store/store.js';
+import { policyOf, providerInstanceIdOf, providerNameOf } from './instance-write.js';
 
 /** Rows → the public JSON shapes of the seed (plus extensions). */
 
@@ -15,70 +14,48 @@ function memoryPercent(used: number | null, total: number | null): number | null
   return Math.round((used / total) * 100);
 }
 
-/**
- * The hottest GPU of the last beat. The stored aggregate is the maximum when every GPU reported one;
- * when one did not it is null, and the hottest of those that did is read from the per-GPU JSON.
- */
-function hottestTemperature(row: InstanceSummaryRow): number | null {
-  if (row.temperature_celsius !== null) return row.temperature_celsius;
-  if (row.gpus_json_if_no_temperature === null) return null;
-  const reported = (JSON.parse(row.gpus_json_if_no_temperature) as GpuSample[])
-    .map((gpu) => gpu.temperature_celsius)
-    .filter((celsius): celsius is number => typeof celsius === 'number');
-  return reported.length > 0 ? Math.max(...reported) : null;
-}
-
-function summaryFacts(row: InstanceSummaryRow) {
-  return {
-    status: row.status as InstanceStatus,
-    lastHeartbeatAt: row.last_heartbeat_at,
-    idleSince: row.idle_since,
-    scheduledAt: row.scheduled_at,
+export function toSummary(entry: InstanceListEntry, now: number): InstanceSummary {
+  // A list entry carries the facts a summary shows; the rest cannot change what it shows.
+  const facts = {
+    status: entry.status,
+    lastHeartbeatAt: entry.lastHeartbeatAt,
+    idleSince: entry.idleSince,
+    scheduledAt: entry.scheduledAt,
     postponedUntil: null,
     hibernateIssuedAt: null,
     onlineSince: null,
   };
-}
-
-export function toSummary(row: InstanceSummaryRow, now: number): InstanceSummary {
-  const facts = summaryFacts(row);
   return {
-    instance_id: row.instance_id,
-    hostname: row.hostname,
-    last_heartbeat: iso(row.last_heartbeat_at),
-    status: facts.status,
-    gpu_utilization: row.utilization_percent,
-    memory_used_percent: memoryPercent(row.memory_used_mb, row.memory_total_mb),
+    instance_id: entry.instanceId,
+    hostname: entry.hostname,
+    last_heartbeat: iso(entry.lastHeartbeatAt),
+    status: entry.status,
+    gpu_utilization: entry.utilizationPercent,
+    memory_used_percent: memoryPercent(entry.memoryUsedMb, entry.memoryTotalMb),
     idle_seconds: idleSeconds(facts),
-    agent_version: row.agent_version,
-    gpu_count: row.gpu_count,
+    agent_version: entry.agentVersion,
+    gpu_count: entry.gpuCount,
     hibernate_in_seconds: hibernateInSeconds(facts, now),
-    temperature_celsius: hottestTemperature(row),
+    temperature_celsius: entry.hottestTemperature,
   };
 }
 
-export function toDetail(row: InstanceRow, config: ServerConfig, now: number, savings: InstanceSavings): InstanceDetail {
-  const facts = factsOf(row);
-  const policy = policyOf(row, config);
+export function toDetail(instance: InstanceRecord, config: ServerConfig, now: number, savings: InstanceSavings): InstanceDetail {
+  const { facts, readings } = instance;
+  const policy = policyOf(instance.settings, config);
   return {
-    instance_id: row.instance_id,
-    hostname: row.hostname,
+    instance_id: instance.instanceId,
+    hostname: instance.hostname,
     status: facts.status,
-    last_heartbeat: iso(row.last_heartbeat_at),
-    heartbeat_count: row.heartbeat_count,
+    last_heartbeat: iso(facts.lastHeartbeatAt),
+    heartbeat_count: instance.heartbeatCount,
     uptime_hours: facts.onlineSince === null ? 0 : Math.round(((now - facts.onlineSince) / 3_600_000) * 100) / 100,
-    gpu_metrics: {
-      utilization_percent: row.utilization_percent,
-      memory_used_mb: row.memory_used_mb,
-      memory_total_mb: row.memory_total_mb,
-      temperature_celsius: row.temperature_celsius,
-      power_watts: row.power_watts,
-    },
+    gpu_metrics: { ...readings.aggregate },
     activity: {
-      last_activity: row.last_activity,
+      last_activity: readings.lastActivity,
       idle_seconds: idleSeconds(facts),
-      process_count: row.process_count,
-      active_users: row.active_users,
+      process_count: readings.processCount,
+      active_users: readings.activeUsers,
     },
     hibernation: {
       enabled: policy.enabled,
@@ -89,19 +66,19 @@ export function toDetail(row: InstanceRow, config: ServerConfig, now: number, sa
       hibernate_in_seconds: hibernateInSeconds(facts, now),
       dry_run: policy.dryRun,
     },
-    agent_version: row.agent_version,
-    gpus: JSON.parse(row.gpus_json) as GpuSample[],
+    agent_version: readings.agentVersion,
+    gpus: [...readings.gpus],
     postponed_until: facts.postponedUntil !== null && facts.postponedUntil > now ? iso(facts.postponedUntil) : null,
-    agent_timestamp: row.agent_timestamp,
-    collector_errors: JSON.parse(row.collector_errors_json),
-    registered_at: iso(row.registered_at)!,
-    price_per_hour: row.price_per_hour,
+    agent_timestamp: readings.agentTimestamp,
+    collector_errors: [...readings.collectorErrors],
+    registered_at: iso(instance.registeredAt)!,
+    price_per_hour: instance.settings.pricePerHour,
     provider: {
-      name: providerNameOf(row, config),
-      instance_id: providerInstanceIdOf(row),
-      state: row.provider_state as ProviderState | null,
-      last_error: row.provider_error,
-      updated_at: iso(row.provider_updated_at),
+      name: providerNameOf(instance.settings, config),
+      instance_id: providerInstanceIdOf(instance.instanceId, instance.settings),
+      state: facts.providerState,
+      last_error: instance.providerError,
+      updated_at: iso(instance.providerUpdatedAt),
     },
     savings,
   };
@@ -111,28 +88,28 @@ export function massSilenceView(state: MassSilence | null): MassSilenceView | nu
   return state === null ? null : { since: iso(state.since)!, silent: state.silent, watched: state.watched };
 }
 
-export function toCommandView(row: CommandRow): CommandView {
+export function toCommandView(command: AgentCommand): CommandView {
   return {
-    id: row.id,
-    instance_id: row.instance_id,
-    type: row.type as CommandView['type'],
-    args: JSON.parse(row.args_json),
-    state: row.state as CommandView['state'],
-    issued_at: iso(row.issued_at)!,
-    issued_by: row.issued_by,
-    delivered_at: iso(row.delivered_at),
-    completed_at: iso(row.completed_at),
-    detail: row.detail,
+    id: command.id,
+    instance_id: command.instanceId,
+    type: command.type,
+    args: command.args,
+    state: command.state,
+    issued_at: iso(command.issuedAt)!,
+    issued_by: command.issuedBy,
+    delivered_at: iso(command.deliveredAt),
+    completed_at: iso(command.completedAt),
+    detail: command.detail,
   };
 }
 
-export function toEventView(row: EventRow): EventView {
+export function toEventView(event: StoredEvent): EventView {
   return {
-    id: row.id,
-    instance_id: row.instance_id,
-    at: iso(row.at)!,
-    type: row.type as EventView['type'],
-    reason: row.reason,
-    data: JSON.parse(row.data_json),
+    id: event.id,
+    instance_id: event.instanceId,
+    at: iso(event.at)!,
+    type: event.type,
+    reason: event.reason,
+    data: event.data,
   };
 }

@@ -1,4 +1,5 @@
 import { INSTANCE_SORTS, type InstanceSort, type InstanceSummary } from '@dumont/protocol';
+import { rowsOf } from '../test-support/rows.js';
 import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createApiKey } from '../admin-key.js';
@@ -86,7 +87,7 @@ describe('instance list: every sort and search pages without skipping or repeati
           const owner = `owner-${run}`;
           const key = await createApiKey(t.server.store, owner, false, T0);
           const rows = fleet.map((f, i) => instanceRow(run * 1000 + i, { ...f, owner }));
-          for (const row of rows) await t.server.store.insertInstance(row);
+          for (const row of rows) await rowsOf(t.server.store).insertInstanceRow(row);
           const query = `sort=${encodeURIComponent(sort)}&limit=${limit}${q === undefined ? '' : `&q=${encodeURIComponent(q)}`}`;
           const { rows: walked, first } = await walk(t, query, key);
 
@@ -251,7 +252,7 @@ for (const backend of await testBackends()) {
           scheduled_at: id % 4 === 0 ? null : T0 + (id % 3) * 10_000 + (id % 2) * 5_000,
         }),
       );
-      for (const row of rows) await t.server.store.insertInstance(row);
+      for (const row of rows) await rowsOf(t.server.store).insertInstanceRow(row);
       for (const sort of ['hibernate_in_seconds', '-hibernate_in_seconds'] as const) {
         const seen: number[] = [];
         let cursor: string | null = null;

@@ -399,7 +399,7 @@ describe('vast provider: ids that could change its URL path never reach it; secr
     // Stored directly, as an older server (or a hand edit) could have: the provider is the last line of defence.
     await db.store.transaction(async (repo) => {
       const row = (await repo.getInstance(605, { forUpdate: true }))!;
-      expect(await repo.updateInstance(605, row.version, { provider_instance_id: '..' })).toBe(true);
+      expect(await repo.updateInstance(605, row.version, { settings: { providerInstanceId: '..' } })).toBe(true);
     });
     rec.requests.length = 0;
     await hibernate(605);

@@ -84,8 +84,8 @@ describe('strict input (sqlite)', () => {
       });
       expect(res.status).toBe(200);
       const row = await t.server.store.getInstance(42);
-      expect(JSON.parse(row!.gpus_json)).toEqual([{ index: 0, utilization_percent: 5 }]);
-      expect(JSON.parse(row!.collector_errors_json)).toEqual([{ collector: 'c', message: 'm' }]);
+      expect(row!.readings.gpus).toEqual([{ index: 0, utilization_percent: 5 }]);
+      expect(row!.readings.collectorErrors).toEqual([{ collector: 'c', message: 'm' }]);
       const everything = await snapshot(t, 42);
       expect(everything).not.toContain('jjjj');
       expect(everything).not.toContain('extra');

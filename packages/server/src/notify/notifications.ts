@@ -1,5 +1,4 @@
 import type { PolicyEvent } from '../policy/hibernation-policy.js';
-import type { LifecycleRow } from '../store/store.js';
 import type { Notification, NotificationType } from './notifier.js';
 
 /** Which lifecycle events a person hears about, and under which name. */
@@ -19,7 +18,7 @@ const NOTIFIED: Partial<Record<PolicyEvent['type'], NotificationType>> = {
  */
 export function notificationOf(
   event: PolicyEvent,
-  row: Pick<LifecycleRow, 'instance_id' | 'hostname' | 'owner'>,
+  instance: { instanceId: number; hostname: string | null; owner: string },
   providerInstanceId: string,
   at: number,
 ): Notification | null {
@@ -29,9 +28,9 @@ export function notificationOf(
   return {
     type,
     at,
-    instanceId: row.instance_id,
-    hostname: row.hostname,
-    owner: row.owner,
+    instanceId: instance.instanceId,
+    hostname: instance.hostname,
+    owner: instance.owner,
     providerInstanceId,
     reason: event.reason,
     data: { ...(event.data ?? {}) },

@@ -1,6 +1,8 @@
 import { sql, type ExpressionBuilder, type Kysely, type RawBuilder } from 'kysely';
+import type { CommandState } from '@dumont/protocol';
+import { columnsOf, commandChangeColumns, commandColumns, commandOf, eventColumns, gpuReadingsOf, lifecycleOf, listEntryOf, newInstanceColumns, recordOf, storedEventOf } from './instance-mapping.js';
 import { QueryTemplates } from './query-templates.js';
-import type { Database, CommandRow, InstanceUpdate, NewEventRow, NewInstanceRow, NewSavingsRow, OutboxRow } from './schema.js';
+import type { Database, InstanceUpdate, NewInstanceRow, NewSavingsRow, OutboxRow } from './schema.js';
 import {
   LIFECYCLE_COLUMNS,
   type ApiKeyRow,
@@ -8,7 +10,14 @@ import {
   type InstanceListQuery,
   type InstanceOrderKey,
   type InstanceSortValue,
+  type AgentCommand,
+  type CommandChange,
+  type InstanceChange,
+  type InstanceEvent,
+  type InstanceListEntry,
   type InstanceSummaryRow,
+  type LifecycleRow,
+  type NewInstance,
   type OutboxTarget,
   type SavingsQuery,
 } from './store.js';
@@ -82,12 +91,23 @@ export class KyselyRepository implements FleetRepository {
   }
 
   async getInstance(instanceId: number, options?: { forUpdate?: boolean }) {
+    const row = await this.getInstanceRow(instanceId, options);
+    return row && recordOf(row);
+  }
+
+  /** The stored row itself: for store/ and its tests, which check what is written where. */
+  async getInstanceRow(instanceId: number, options?: { forUpdate?: boolean }) {
     let q = this.db.selectFrom('instances').selectAll().where('instance_id', '=', instanceId);
     if (options?.forUpdate && this.rowLocks) q = q.forUpdate();
     return q.executeTakeFirst();
   }
 
   async getLifecycle(instanceId: number, options?: { forUpdate?: boolean }) {
+    const row = await this.getLifecycleRow(instanceId, options);
+    return row && lifecycleOf(row);
+  }
+
+  protected async getLifecycleRow(instanceId: number, options?: { forUpdate?: boolean }): Promise<LifecycleRow | undefined> {
     const lock = options?.forUpdate === true && this.rowLocks;
     const query = this.templates.bind(lock ? 'lifecycle-locked' : 'lifecycle', [instanceId], ([id]) => {
       const q = this.db.selectFrom('instances').select(LIFECYCLE_COLUMNS).where('instance_id', '=', id as number);
@@ -106,11 +126,21 @@ export class KyselyRepository implements FleetRepository {
     return row?.instance_id;
   }
 
-  async insertInstance(row: NewInstanceRow) {
+  async insertInstance(instance: NewInstance) {
+    await this.insertInstanceRow(newInstanceColumns(instance));
+  }
+
+  /** A row as given: for store/ and its tests, which need instances in any state. */
+  async insertInstanceRow(row: NewInstanceRow) {
     await this.db.insertInto('instances').values(row).execute();
   }
 
-  async updateInstance(instanceId: number, expectedVersion: number, patch: InstanceUpdate) {
+  updateInstance(instanceId: number, expectedVersion: number, change: InstanceChange) {
+    return this.updateInstanceColumns(instanceId, expectedVersion, columnsOf(change));
+  }
+
+  /** Compare-and-set on `version` with the columns themselves. */
+  async updateInstanceColumns(instanceId: number, expectedVersion: number, patch: InstanceUpdate) {
     const columns = (Object.keys(patch) as (keyof InstanceUpdate)[]).filter((c) => patch[c] !== undefined && c !== 'version');
     const parameters = [...columns.map((c) => patch[c]), expectedVersion + 1, instanceId, expectedVersion];
     const query = this.templates.bind(`update:${columns.join(',')}`, parameters, (p) =>
@@ -125,7 +155,11 @@ export class KyselyRepository implements FleetRepository {
     return Number(result.numAffectedRows) === 1;
   }
 
-  async listInstances(query: InstanceListQuery): Promise<InstanceSummaryRow[]> {
+  async listInstances(query: InstanceListQuery): Promise<InstanceListEntry[]> {
+    return (await this.listInstanceRows(query)).map(listEntryOf);
+  }
+
+  private async listInstanceRows(query: InstanceListQuery): Promise<InstanceSummaryRow[]> {
     const gpus = sql<string | null>`case when temperature_celsius is null then gpus_json end`.as('gpus_json_if_no_temperature');
     const q = this.db.selectFrom('instances').select(SUMMARY_COLUMNS).select(gpus).where(listFilter(query)).limit(query.limit);
     const order = query.order ?? { key: 'instance_id', descending: false };
@@ -200,22 +234,22 @@ export class KyselyRepository implements FleetRepository {
     return Number(row.n);
   }
 
-  async insertEvents(rows: NewEventRow[]) {
-    if (rows.length > 0) await this.db.insertInto('events').values(rows).execute();
+  async insertEvents(events: readonly InstanceEvent[]) {
+    if (events.length > 0) await this.db.insertInto('events').values(events.map(eventColumns)).execute();
   }
 
   async listEvents(instanceId: number, beforeId: number | undefined, limit: number) {
     let q = this.db.selectFrom('events').selectAll().where('instance_id', '=', instanceId);
     if (beforeId !== undefined) q = q.where('id', '<', beforeId);
-    return q.orderBy('id', 'desc').limit(limit).execute();
+    return (await q.orderBy('id', 'desc').limit(limit).execute()).map(storedEventOf);
   }
 
-  async insertCommand(row: CommandRow) {
-    await this.db.insertInto('commands').values(row).execute();
+  async insertCommand(command: AgentCommand) {
+    await this.db.insertInto('commands').values(commandColumns(command)).execute();
   }
 
   async openCommands(instanceId: number) {
-    return this.db
+    const rows = await this.db
       .selectFrom('commands')
       .selectAll()
       .where('instance_id', '=', instanceId)
@@ -223,10 +257,11 @@ export class KyselyRepository implements FleetRepository {
       .orderBy('issued_at')
       .orderBy('id')
       .execute();
+    return rows.map(commandOf);
   }
 
   async listCommands(instanceId: number, limit: number) {
-    return this.db
+    const rows = await this.db
       .selectFrom('commands')
       .selectAll()
       .where('instance_id', '=', instanceId)
@@ -234,25 +269,28 @@ export class KyselyRepository implements FleetRepository {
       .orderBy('id', 'desc')
       .limit(limit)
       .execute();
+    return rows.map(commandOf);
   }
 
   async getCommand(commandId: string) {
-    return this.db.selectFrom('commands').selectAll().where('id', '=', commandId).executeTakeFirst();
+    const row = await this.db.selectFrom('commands').selectAll().where('id', '=', commandId).executeTakeFirst();
+    return row && commandOf(row);
   }
 
   async findCommandByIdempotencyKey(instanceId: number, idempotencyKey: string) {
-    return this.db
+    const row = await this.db
       .selectFrom('commands')
       .selectAll()
       .where('instance_id', '=', instanceId)
       .where('idempotency_key', '=', idempotencyKey)
       .executeTakeFirst();
+    return row && commandOf(row);
   }
 
-  async updateCommand(commandId: string, fromStates: readonly string[], patch: Partial<CommandRow>) {
+  async updateCommand(commandId: string, fromStates: readonly CommandState[], change: CommandChange) {
     const result = await this.db
       .updateTable('commands')
-      .set(patch)
+      .set(commandChangeColumns(change))
       .where('id', '=', commandId)
       .where('state', 'in', fromStates)
       .executeTakeFirst();
@@ -370,7 +408,7 @@ export class KyselyRepository implements FleetRepository {
         'power_watts',
       ]);
     if (afterInstanceId !== undefined) q = q.where('instance_id', '>', afterInstanceId);
-    return q.orderBy('instance_id').limit(limit).execute();
+    return (await q.orderBy('instance_id').limit(limit).execute()).map(gpuReadingsOf);
   }
 
   async hostnamesOf(instanceIds: readonly number[]) {

@@ -2,8 +2,10 @@ import pg from 'pg';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import { KyselyRepository } from './kysely-repository.js';
 import { migrateToLatest } from './migrate.js';
-import type { Database, InstanceUpdate } from './schema.js';
-import type { Durability, FleetRepository, FleetStore } from './store.js';
+import { columnsOf } from './instance-mapping.js';
+import { PostgresBeatBatches, pooledStatements } from './postgres-beat-batch.js';
+import type { Database } from './schema.js';
+import type { Durability, FleetRepository, FleetStore, InstanceChange, LifecycleRow } from './store.js';
 
 const INT8_OID = 20;
 
@@ -16,8 +18,17 @@ export class PostgresStore extends KyselyRepository implements FleetStore {
   readonly dialect = 'postgres' as const;
   readonly optimisticPlainBeats = true;
 
-  private constructor(readonly kysely: Kysely<Database>) {
+  /** The plain heartbeat's unlocked reads and writes, shared among the beats of one turn. */
+  private readonly beats: PostgresBeatBatches;
+
+  private constructor(
+    readonly kysely: Kysely<Database>,
+    private readonly pool: pg.Pool,
+  ) {
     super(kysely, true);
+    this.beats = new PostgresBeatBatches(pooledStatements(this.pool), (id, expected, patch) =>
+      this.updateInstanceColumns(id, expected, patch),
+    );
   }
 
   /** `schema`, when given, is created if missing and used as the search path (tests isolate runs so). */
@@ -51,7 +62,7 @@ export class PostgresStore extends KyselyRepository implements FleetStore {
       schema = rows[0].schema;
     }
     await migrateToLatest(kysely, 'postgres', schema);
-    return new PostgresStore(kysely);
+    return new PostgresStore(kysely, pool);
   }
 
   transaction<T>(work: (repo: FleetRepository) => Promise<T>): Promise<T> {
@@ -64,9 +75,21 @@ export class PostgresStore extends KyselyRepository implements FleetStore {
     );
   }
 
-  /** One autocommit compare-and-set UPDATE on a pooled connection (synchronous_commit as the session has it). */
-  writePlainBeat(instanceId: number, expectedVersion: number, patch: InstanceUpdate): Promise<boolean> {
-    return this.updateInstance(instanceId, expectedVersion, patch);
+  /**
+   * Unlocked reads on the store itself (committed state) share one statement per turn: each caller
+   * asked before that statement ran, so it still sees every commit made before it asked. Locked reads
+   * and every read in a transaction are one row each, as before.
+   */
+  protected override getLifecycleRow(instanceId: number, options?: { forUpdate?: boolean }): Promise<LifecycleRow | undefined> {
+    return options?.forUpdate ? super.getLifecycleRow(instanceId, options) : this.beats.read(instanceId);
+  }
+
+  /**
+   * The turn's plain beats share one autocommit UPDATE, a compare-and-set per row
+   * (postgres-beat-batch.ts); synchronous_commit as the session has it.
+   */
+  writePlainBeat(instanceId: number, expectedVersion: number, change: InstanceChange): Promise<boolean> {
+    return this.beats.write(instanceId, expectedVersion, columnsOf(change));
   }
 
   async ping(): Promise<void> {
@@ -74,6 +97,7 @@ export class PostgresStore extends KyselyRepository implements FleetStore {
   }
 
   async close(): Promise<void> {
+    await this.beats.drain();
     await this.kysely.destroy();
   }
 }

@@ -1,11 +1,12 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { TestBackend } from '../test-support/backends.js';
+import { rowsOf } from '../test-support/rows.js';
 import { newInstanceRow, type NewInstanceRow, type OutboxRow } from './schema.js';
-import { INSTANCE_ORDER_KEYS, type FleetStore, type InstanceListQuery, type InstanceOrderKey, type InstanceSortValue, type InstanceSummaryRow } from './store.js';
+import { INSTANCE_ORDER_KEYS, type FleetStore, type InstanceListQuery, type InstanceOrderKey, type InstanceSortValue, type InstanceListEntry, type MetricsSample } from './store.js';
 
 /** Every page of a list walked with keyset cursors from each page's last row. */
-export async function walkInstances(store: FleetStore, query: Omit<InstanceListQuery, 'after' | 'limit'>, pageSize: number): Promise<InstanceSummaryRow[]> {
-  const all: InstanceSummaryRow[] = [];
+export async function walkInstances(store: FleetStore, query: Omit<InstanceListQuery, 'after' | 'limit'>, pageSize: number): Promise<InstanceListEntry[]> {
+  const all: InstanceListEntry[] = [];
   let after: InstanceListQuery['after'];
   for (let pages = 0; ; pages++) {
     if (pages > 10_000) throw new Error('paging does not end');
@@ -13,7 +14,7 @@ export async function walkInstances(store: FleetStore, query: Omit<InstanceListQ
     all.push(...page);
     if (page.length < pageSize) return all;
     const last = page[page.length - 1]!;
-    after = { value: last.sort_key ?? null, instanceId: last.instance_id };
+    after = { value: last.sortKey ?? null, instanceId: last.instanceId };
   }
 }
 
@@ -57,6 +58,23 @@ export function expectedOrder(rows: readonly NewInstanceRow[], key: InstanceOrde
 
 const T = 1_767_225_600_000; // epoch ms well past 2^32, as real timestamps are
 
+/** A one-GPU heartbeat's readings at `utilization` percent. */
+function sample(utilization: number): MetricsSample {
+  const gpu = { index: 0, utilization_percent: utilization, memory_used_mb: 100, memory_total_mb: 1000, temperature_celsius: null, power_watts: 50 };
+  return {
+    agentTimestamp: new Date(T).toISOString(),
+    agentTimestampMs: T,
+    aggregate: { utilization_percent: utilization, memory_used_mb: 100, memory_total_mb: 1000, temperature_celsius: null, power_watts: 50 },
+    gpus: [gpu],
+    gpuCount: 1,
+    processCount: null,
+    activeUsers: null,
+    lastActivity: null,
+    agentVersion: null,
+    collectorErrors: [],
+  };
+}
+
 export function instanceRow(instanceId: number, overrides: Partial<NewInstanceRow> = {}): NewInstanceRow {
   return newInstanceRow({
     instance_id: instanceId,
@@ -83,44 +101,95 @@ export function storeContract(backend: TestBackend): void {
     });
 
     it('round-trips an instance with millisecond times and nulls as numbers and nulls', async () => {
-      await store.insertInstance(instanceRow(456789, { last_heartbeat_at: T + 1, deadline: T + 90_000, threshold_minutes: 0.05 }));
-      const row = await store.getInstance(456789);
+      await rowsOf(store).insertInstanceRow(instanceRow(456789, { last_heartbeat_at: T + 1, deadline: T + 90_000, threshold_minutes: 0.05 }));
+      const row = await rowsOf(store).getInstanceRow(456789);
       expect(row).toMatchObject({ instance_id: 456789, last_heartbeat_at: T + 1, deadline: T + 90_000, threshold_minutes: 0.05, idle_since: null, version: 0 });
       expect(typeof row!.heartbeat_count).toBe('number');
-      expect(await store.getInstance(1)).toBeUndefined();
+      expect(await rowsOf(store).getInstanceRow(1)).toBeUndefined();
       expect(await store.findInstanceIdByTokenHash('hash-456789')).toBe(456789);
       expect(await store.findInstanceIdByTokenHash('nope')).toBeUndefined();
     });
 
+    it('speaks the domain: a new instance and a change come back as facts, settings and readings, untouched fields kept', async () => {
+      await store.insertInstance({
+        instanceId: 31,
+        owner: 'alice',
+        agentTokenHash: 'hash-31',
+        hostname: 'gpu-31',
+        registeredAt: T,
+        settings: { provider: 'vast', providerInstanceId: 'v-31', pricePerHour: 1.5, dryRun: true },
+      });
+      const fresh = (await store.getInstance(31))!;
+      expect(fresh).toMatchObject({
+        instanceId: 31,
+        owner: 'alice',
+        hostname: 'gpu-31',
+        registeredAt: T,
+        version: 0,
+        facts: { status: 'offline', lastHeartbeatAt: null, idleSince: null, providerState: null },
+        settings: { hibernationEnabled: true, thresholdMinutes: null, ignoreGpuProcesses: false, dryRun: true, provider: 'vast', providerInstanceId: 'v-31', pricePerHour: 1.5 },
+        readings: { agentTimestamp: null, gpus: [], gpuCount: 0, collectorErrors: [], aggregate: { utilization_percent: null } },
+      });
+      const readings = { ...sample(42), collectorErrors: [{ collector: 'nvidia-smi', message: 'timed out' }] };
+      const changed = await store.updateInstance(31, 0, {
+        facts: { status: 'idle', idleSince: T + 1, lastHeartbeatAt: T + 2 },
+        deadline: T + 3,
+        settings: { hibernationEnabled: false, thresholdMinutes: 0.5 },
+        metrics: readings,
+        hibernateCommandId: 'command-1',
+        openCommands: 1,
+        heartbeatCount: 3,
+      });
+      expect(changed).toBe(true);
+      const after = (await store.getInstance(31))!;
+      expect(after).toMatchObject({
+        version: 1,
+        deadline: T + 3,
+        hibernateCommandId: 'command-1',
+        openCommands: 1,
+        heartbeatCount: 3,
+        agentTimestampMs: T,
+        gpuCount: 1,
+        facts: { status: 'idle', idleSince: T + 1, lastHeartbeatAt: T + 2, onlineSince: null },
+        settings: { hibernationEnabled: false, thresholdMinutes: 0.5, dryRun: true, provider: 'vast', pricePerHour: 1.5 },
+      });
+      const { agentTimestampMs: _parsed, ...stored } = readings;
+      expect(after.readings).toEqual(stored);
+      const { readings: _readings, registeredAt: _registered, providerError: _error, providerUpdatedAt: _updated, ...lifecycle } = after;
+      expect(await store.getLifecycle(31)).toEqual(lifecycle);
+      // What the change left out is left as it was: the row itself shows the 0/1 flags and the JSON.
+      expect(await rowsOf(store).getInstanceRow(31)).toMatchObject({ hibernation_enabled: 0, dry_run: 1, hostname: 'gpu-31', gpus_json: JSON.stringify(readings.gpus) });
+    });
+
     it('updates only when the version matches (compare-and-set)', async () => {
-      await store.insertInstance(instanceRow(1));
-      expect(await store.updateInstance(1, 0, { status: 'active' })).toBe(true);
-      expect(await store.updateInstance(1, 0, { status: 'idle' })).toBe(false);
-      expect(await store.getInstance(1)).toMatchObject({ status: 'active', version: 1 });
-      expect(await store.updateInstance(2, 0, { status: 'idle' })).toBe(false);
+      await rowsOf(store).insertInstanceRow(instanceRow(1));
+      expect(await rowsOf(store).updateInstanceColumns(1, 0, { status: 'active' })).toBe(true);
+      expect(await rowsOf(store).updateInstanceColumns(1, 0, { status: 'idle' })).toBe(false);
+      expect(await rowsOf(store).getInstanceRow(1)).toMatchObject({ status: 'active', version: 1 });
+      expect(await rowsOf(store).updateInstanceColumns(2, 0, { status: 'idle' })).toBe(false);
     });
 
     it('rolls a failed transaction back entirely', async () => {
-      await store.insertInstance(instanceRow(1));
+      await rowsOf(store).insertInstanceRow(instanceRow(1));
       await expect(
         store.transaction(async (repo) => {
-          await repo.updateInstance(1, 0, { status: 'idle' });
-          await repo.insertEvents([{ instance_id: 1, at: T, type: 'idle_detected', reason: 'x', data_json: '{}' }]);
+          await rowsOf(repo).updateInstanceColumns(1, 0, { status: 'idle' });
+          await repo.insertEvents([{ instanceId: 1, at: T, type: 'idle_detected', reason: 'x', data: {} }]);
           throw new Error('boom');
         }),
       ).rejects.toThrow('boom');
-      expect(await store.getInstance(1)).toMatchObject({ status: 'offline', version: 0 });
+      expect(await rowsOf(store).getInstanceRow(1)).toMatchObject({ status: 'offline', version: 0 });
       expect(await store.listEvents(1, undefined, 10)).toEqual([]);
     });
 
     it('isolates concurrent transactions: one failing among many rolls back alone', async () => {
-      for (let id = 1; id <= 10; id++) await store.insertInstance(instanceRow(id));
+      for (let id = 1; id <= 10; id++) await rowsOf(store).insertInstanceRow(instanceRow(id));
       const outcomes = await Promise.allSettled(
         Array.from({ length: 10 }, (_, i) =>
           store.transaction(async (repo) => {
             const row = await repo.getLifecycle(i + 1, { forUpdate: true });
-            await repo.updateInstance(i + 1, row!.version, { status: 'active', heartbeat_count: i + 1 });
-            await repo.insertEvents([{ instance_id: i + 1, at: T, type: 'online', reason: 'r', data_json: '{}' }]);
+            await rowsOf(repo).updateInstanceColumns(i + 1, row!.version, { status: 'active', heartbeat_count: i + 1 });
+            await repo.insertEvents([{ instanceId: i + 1, at: T, type: 'online', reason: 'r', data: {} }]);
             if (i === 4) throw new Error('instance 5 fails');
             return i + 1;
           }),
@@ -128,7 +197,7 @@ export function storeContract(backend: TestBackend): void {
       );
       expect(outcomes.map((o) => o.status)).toEqual(Array.from({ length: 10 }, (_, i) => (i === 4 ? 'rejected' : 'fulfilled')));
       for (let id = 1; id <= 10; id++) {
-        expect(await store.getInstance(id), `instance ${id}`).toMatchObject(
+        expect(await rowsOf(store).getInstanceRow(id), `instance ${id}`).toMatchObject(
           id === 5 ? { status: 'offline', heartbeat_count: 0, version: 0 } : { status: 'active', heartbeat_count: id, version: 1 },
         );
         expect(await store.listEvents(id, undefined, 5)).toHaveLength(id === 5 ? 0 : 1);
@@ -137,12 +206,12 @@ export function storeContract(backend: TestBackend): void {
 
     it('lists by owner and status in id order with keyset paging, and counts by status', async () => {
       for (let id = 1; id <= 25; id++) {
-        await store.insertInstance(instanceRow(id, { owner: id % 5 === 0 ? 'bob' : 'alice', status: id % 2 === 0 ? 'idle' : 'active' }));
+        await rowsOf(store).insertInstanceRow(instanceRow(id, { owner: id % 5 === 0 ? 'bob' : 'alice', status: id % 2 === 0 ? 'idle' : 'active' }));
       }
       const page1 = await store.listInstances({ owner: 'alice', limit: 7 });
-      expect(page1.map((r) => r.instance_id)).toEqual([1, 2, 3, 4, 6, 7, 8]);
+      expect(page1.map((r) => r.instanceId)).toEqual([1, 2, 3, 4, 6, 7, 8]);
       const page2 = await store.listInstances({ owner: 'alice', limit: 7, afterInstanceId: 8 });
-      expect(page2[0]!.instance_id).toBe(9);
+      expect(page2[0]!.instanceId).toBe(9);
       const idle = await store.listInstances({ owner: null, status: 'idle', limit: 100 });
       expect(idle.every((r) => r.status === 'idle')).toBe(true);
       expect(idle).toHaveLength(12);
@@ -166,19 +235,19 @@ export function storeContract(backend: TestBackend): void {
           utilization_percent: i % 4 === 3 ? null : [0, 12.5, 99][i % 3]!,
         });
       });
-      for (const row of rows) await store.insertInstance(row);
+      for (const row of rows) await rowsOf(store).insertInstanceRow(row);
       for (const key of INSTANCE_ORDER_KEYS) {
         for (const descending of [false, true]) {
           for (const owner of ['alice', null]) {
             const visible = rows.filter((r) => owner === null || r.owner === owner);
             const walked = await walkInstances(store, { owner, order: { key, descending } }, 4);
-            expect(walked.map((r) => r.instance_id), `${descending ? '-' : ''}${key} for ${owner}`).toEqual(expectedOrder(visible, key, descending));
-            if (key !== 'instance_id') expect(walked.map((r) => r.sort_key)).toEqual(walked.map((r) => orderValueOf(rows.find((x) => x.instance_id === r.instance_id)!, key)));
+            expect(walked.map((r) => r.instanceId), `${descending ? '-' : ''}${key} for ${owner}`).toEqual(expectedOrder(visible, key, descending));
+            if (key !== 'instance_id') expect(walked.map((r) => r.sortKey)).toEqual(walked.map((r) => orderValueOf(rows.find((x) => x.instance_id === r.instanceId)!, key)));
           }
         }
       }
       const hibernating = await walkInstances(store, { owner: null, status: 'hibernating', order: { key: 'hostname', descending: true } }, 2);
-      expect(hibernating.map((r) => r.instance_id)).toEqual(expectedOrder(rows.filter((r) => r.status === 'hibernating'), 'hostname', true));
+      expect(hibernating.map((r) => r.instanceId)).toEqual(expectedOrder(rows.filter((r) => r.status === 'hibernating'), 'hostname', true));
     });
 
     it('searches hostnames case-insensitively with LIKE characters taken literally, ids by their digits, and counts the matches', async () => {
@@ -195,11 +264,11 @@ export function storeContract(backend: TestBackend): void {
         9: 'underXscore',
       };
       for (const [id, hostname] of Object.entries(hostnames)) {
-        await store.insertInstance(instanceRow(Number(id), { hostname, owner: id === '9' ? 'bob' : 'alice', status: Number(id) % 2 ? 'idle' : 'active' }));
+        await rowsOf(store).insertInstanceRow(instanceRow(Number(id), { hostname, owner: id === '9' ? 'bob' : 'alice', status: Number(id) % 2 ? 'idle' : 'active' }));
       }
       const search = async (text: string, extra: Partial<InstanceListQuery> = {}) => {
         const filter = { owner: null, search: text, ...extra };
-        const ids = (await store.listInstances({ ...filter, limit: 100 })).map((r) => r.instance_id);
+        const ids = (await store.listInstances({ ...filter, limit: 100 })).map((r) => r.instanceId);
         expect(await store.countInstances(filter), `count of ${text}`).toBe(ids.length);
         return ids;
       };
@@ -224,14 +293,14 @@ export function storeContract(backend: TestBackend): void {
     it('pages every owner\'s instances by id with their last per-GPU readings, JSON included', async () => {
       const gpus = JSON.stringify([{ index: 0, uuid: 'GPU-a', utilization_percent: 7, memory_used_mb: 1, memory_total_mb: 2, temperature_celsius: null, power_watts: 50 }]);
       for (let id = 1; id <= 7; id++) {
-        await store.insertInstance(instanceRow(id, { owner: id % 2 === 0 ? 'bob' : 'alice', gpus_json: id === 3 ? gpus : '[]', gpu_count: id === 3 ? 1 : 0 }));
+        await rowsOf(store).insertInstanceRow(instanceRow(id, { owner: id % 2 === 0 ? 'bob' : 'alice', gpus_json: id === 3 ? gpus : '[]', gpu_count: id === 3 ? 1 : 0 }));
       }
       const first = await store.listGpuReadings(undefined, 3);
-      expect(first.map((r) => r.instance_id)).toEqual([1, 2, 3]);
-      expect(first[2]).toMatchObject({ gpus_json: gpus, gpu_count: 1, power_watts: null });
-      expect(first[2]).not.toHaveProperty('agent_token_hash'); // only what a scrape shows
-      expect((await store.listGpuReadings(3, 3)).map((r) => r.instance_id)).toEqual([4, 5, 6]);
-      expect((await store.listGpuReadings(6, 3)).map((r) => r.instance_id)).toEqual([7]);
+      expect(first.map((r) => r.instanceId)).toEqual([1, 2, 3]);
+      expect(first[2]).toMatchObject({ gpus: JSON.parse(gpus), gpuCount: 1, aggregate: { power_watts: null } });
+      expect(first[2]).not.toHaveProperty('agentTokenHash'); // only what a scrape shows
+      expect((await store.listGpuReadings(3, 3)).map((r) => r.instanceId)).toEqual([4, 5, 6]);
+      expect((await store.listGpuReadings(6, 3)).map((r) => r.instanceId)).toEqual([7]);
     });
 
     it('keeps status counts exact through inserts, transitions and owner changes', async () => {
@@ -239,7 +308,7 @@ export function storeContract(backend: TestBackend): void {
       const owners = ['alice', 'bob'];
       const versions = new Map<number, number>();
       for (let id = 1; id <= 40; id++) {
-        await store.insertInstance(instanceRow(id, { owner: owners[id % 2]!, status: statuses[id % 5]! }));
+        await rowsOf(store).insertInstanceRow(instanceRow(id, { owner: owners[id % 2]!, status: statuses[id % 5]! }));
         versions.set(id, 0);
       }
       let seed = 7;
@@ -248,7 +317,7 @@ export function storeContract(backend: TestBackend): void {
         const id = 1 + next(40);
         const patch = next(4) === 0 ? { owner: owners[next(2)]! } : { status: statuses[next(5)]!, heartbeat_count: step };
         const v = versions.get(id)!;
-        await store.transaction((repo) => repo.updateInstance(id, v, patch));
+        await store.transaction((repo) => rowsOf(repo).updateInstanceColumns(id, v, patch));
         versions.set(id, v + 1);
       }
       for (const owner of [...owners, null]) {
@@ -260,54 +329,55 @@ export function storeContract(backend: TestBackend): void {
     });
 
     it('returns only due deadlines, soonest first, up to the limit', async () => {
-      await store.insertInstance(instanceRow(1, { deadline: T + 30 }));
-      await store.insertInstance(instanceRow(2, { deadline: T + 10 }));
-      await store.insertInstance(instanceRow(3, { deadline: T + 1000 }));
-      await store.insertInstance(instanceRow(4, { deadline: null }));
-      await store.insertInstance(instanceRow(5, { deadline: T + 20 }));
+      await rowsOf(store).insertInstanceRow(instanceRow(1, { deadline: T + 30 }));
+      await rowsOf(store).insertInstanceRow(instanceRow(2, { deadline: T + 10 }));
+      await rowsOf(store).insertInstanceRow(instanceRow(3, { deadline: T + 1000 }));
+      await rowsOf(store).insertInstanceRow(instanceRow(4, { deadline: null }));
+      await rowsOf(store).insertInstanceRow(instanceRow(5, { deadline: T + 20 }));
       expect(await store.dueInstanceIds(T + 30, 10)).toEqual([2, 5, 1]);
       expect(await store.dueInstanceIds(T + 30, 2)).toEqual([2, 5]);
       expect(await store.dueInstanceIds(T, 10)).toEqual([]);
     });
 
     it('pages events newest first', async () => {
-      await store.insertInstance(instanceRow(1));
+      await rowsOf(store).insertInstanceRow(instanceRow(1));
       await store.insertEvents(
-        Array.from({ length: 5 }, (_, i) => ({ instance_id: 1, at: T + i, type: 'keep_alive', reason: `r${i}`, data_json: `{"i":${i}}` })),
+        Array.from({ length: 5 }, (_, i) => ({ instanceId: 1, at: T + i, type: 'keep_alive' as const, reason: `r${i}`, data: { i } })),
       );
       const first = await store.listEvents(1, undefined, 2);
       expect(first.map((e) => e.reason)).toEqual(['r4', 'r3']);
       const next = await store.listEvents(1, first[1]!.id, 10);
       expect(next.map((e) => e.reason)).toEqual(['r2', 'r1', 'r0']);
       expect(typeof next[0]!.id).toBe('number');
+      expect(next[0]).toMatchObject({ instanceId: 1, at: T + 2, type: 'keep_alive', data: { i: 2 } });
     });
 
     it('changes a command only from the expected states', async () => {
-      await store.insertInstance(instanceRow(1));
-      const base = { instance_id: 1, type: 'snapshot', args_json: '{}', issued_by: 'x', delivered_at: null, completed_at: null, detail: null, idempotency_key: null };
-      await store.insertCommand({ ...base, id: 'a', state: 'pending', issued_at: T });
-      await store.insertCommand({ ...base, id: 'b', state: 'delivered', issued_at: T + 1 });
-      await store.insertCommand({ ...base, id: 'c', state: 'succeeded', issued_at: T + 2 });
+      await rowsOf(store).insertInstanceRow(instanceRow(1));
+      const base = { instanceId: 1, type: 'snapshot' as const, args: { label: 'nightly' }, issuedBy: 'x', deliveredAt: null, completedAt: null, detail: null, idempotencyKey: null };
+      await store.insertCommand({ ...base, id: 'a', state: 'pending', issuedAt: T });
+      await store.insertCommand({ ...base, id: 'b', state: 'delivered', issuedAt: T + 1 });
+      await store.insertCommand({ ...base, id: 'c', state: 'succeeded', issuedAt: T + 2 });
       expect((await store.openCommands(1)).map((c) => c.id)).toEqual(['a', 'b']);
-      expect(await store.updateCommand('b', ['pending', 'delivered'], { state: 'succeeded', completed_at: T + 5 })).toBe(true);
+      expect(await store.updateCommand('b', ['pending', 'delivered'], { state: 'succeeded', completedAt: T + 5 })).toBe(true);
       expect(await store.updateCommand('b', ['pending', 'delivered'], { state: 'failed' })).toBe(false);
-      expect(await store.getCommand('b')).toMatchObject({ state: 'succeeded', completed_at: T + 5 });
+      expect(await store.getCommand('b')).toEqual({ ...base, id: 'b', state: 'succeeded', issuedAt: T + 1, completedAt: T + 5 });
       expect((await store.listCommands(1, 2)).map((c) => c.id)).toEqual(['c', 'b']);
     });
 
     it('finds a command by its idempotency key, per instance; a key is unique per instance, null never collides', async () => {
-      await store.insertInstance(instanceRow(1));
-      await store.insertInstance(instanceRow(2));
-      const base = { type: 'snapshot', args_json: '{}', state: 'pending', issued_at: T, issued_by: 'x', delivered_at: null, completed_at: null, detail: null };
-      await store.insertCommand({ ...base, id: 'a', instance_id: 1, idempotency_key: 'k-1' });
-      await store.insertCommand({ ...base, id: 'b', instance_id: 2, idempotency_key: 'k-1' });
-      await store.insertCommand({ ...base, id: 'c', instance_id: 1, idempotency_key: null });
-      await store.insertCommand({ ...base, id: 'd', instance_id: 1, idempotency_key: null });
-      expect(await store.findCommandByIdempotencyKey(1, 'k-1')).toMatchObject({ id: 'a', idempotency_key: 'k-1' });
+      await rowsOf(store).insertInstanceRow(instanceRow(1));
+      await rowsOf(store).insertInstanceRow(instanceRow(2));
+      const base = { type: 'snapshot' as const, args: {}, state: 'pending' as const, issuedAt: T, issuedBy: 'x', deliveredAt: null, completedAt: null, detail: null };
+      await store.insertCommand({ ...base, id: 'a', instanceId: 1, idempotencyKey: 'k-1' });
+      await store.insertCommand({ ...base, id: 'b', instanceId: 2, idempotencyKey: 'k-1' });
+      await store.insertCommand({ ...base, id: 'c', instanceId: 1, idempotencyKey: null });
+      await store.insertCommand({ ...base, id: 'd', instanceId: 1, idempotencyKey: null });
+      expect(await store.findCommandByIdempotencyKey(1, 'k-1')).toMatchObject({ id: 'a', idempotencyKey: 'k-1' });
       expect((await store.findCommandByIdempotencyKey(2, 'k-1'))?.id).toBe('b');
       expect(await store.findCommandByIdempotencyKey(1, 'k-2')).toBeUndefined();
       expect(await store.findCommandByIdempotencyKey(3, 'k-1')).toBeUndefined();
-      await expect(store.insertCommand({ ...base, id: 'e', instance_id: 1, idempotency_key: 'k-1' })).rejects.toThrow();
+      await expect(store.insertCommand({ ...base, id: 'e', instanceId: 1, idempotencyKey: 'k-1' })).rejects.toThrow();
       expect((await store.transaction((repo) => repo.findCommandByIdempotencyKey(1, 'k-1')))?.id).toBe('a');
     });
 
@@ -338,7 +408,7 @@ export function storeContract(backend: TestBackend): void {
     });
 
     it('claims due outbox rows once, by target, oldest first, and only the claimer records an outcome', async () => {
-      await store.insertInstance(instanceRow(1));
+      await rowsOf(store).insertInstanceRow(instanceRow(1));
       await store.insertOutbox([
         outboxRow('b', 1, { due_at: T + 2 }),
         outboxRow('a', 1, { due_at: T + 1 }),
@@ -364,8 +434,8 @@ export function storeContract(backend: TestBackend): void {
     });
 
     it('cancels a pending outbox row, flags one being sent, and never sends a flagged row again', async () => {
-      await store.insertInstance(instanceRow(1));
-      await store.insertInstance(instanceRow(2));
+      await rowsOf(store).insertInstanceRow(instanceRow(1));
+      await rowsOf(store).insertInstanceRow(instanceRow(2));
       await store.insertOutbox([outboxRow('waiting', 1), outboxRow('sending', 2)]);
       await store.transaction((repo) => repo.claimOutbox(T, 'w1', T + 10_000, 10, { is: 'vast' }).then((rows) => rows.filter((r) => r.id === 'sending')));
       // Both were claimed above; release the first as a retry waiting in backoff would be.
@@ -382,8 +452,8 @@ export function storeContract(backend: TestBackend): void {
     });
 
     it('lists savings intervals overlapping a range, and open intervals, per owner or instance', async () => {
-      await store.insertInstance(instanceRow(1, { status: 'hibernated', saving_since: T + 500, price_per_hour: 2 }));
-      await store.insertInstance(instanceRow(2, { owner: 'bob' }));
+      await rowsOf(store).insertInstanceRow(instanceRow(1, { status: 'hibernated', saving_since: T + 500, price_per_hour: 2 }));
+      await rowsOf(store).insertInstanceRow(instanceRow(2, { owner: 'bob' }));
       const interval = { instance_id: 1, owner: 'alice', kind: 'hibernated', gpu_count: 4, price_per_hour: 2 };
       await store.insertSavings({ ...interval, started_at: T, ended_at: T + 100 });
       await store.insertSavings({ ...interval, started_at: T + 200, ended_at: T + 300 });
@@ -408,44 +478,44 @@ export function storeContract(backend: TestBackend): void {
 
     it('keeps everything across a reopen (migrations are idempotent)', async () => {
       await store.transaction(async (repo) => {
-        await repo.insertInstance(instanceRow(7, { scheduled_at: T + 300_000 }));
+        await rowsOf(repo).insertInstanceRow(instanceRow(7, { scheduled_at: T + 300_000 }));
         await repo.requireDurableCommit();
       });
       await store.close();
       store = await db.reopen();
-      expect(await store.getInstance(7)).toMatchObject({ scheduled_at: T + 300_000 });
+      expect(await rowsOf(store).getInstanceRow(7)).toMatchObject({ scheduled_at: T + 300_000 });
       await store.ping();
     });
 
     it('writes a plain beat with a compare-and-set on version: false when it moved or the row is gone', async () => {
-      await store.insertInstance(instanceRow(1));
-      expect(await store.writePlainBeat(1, 0, { utilization_percent: 5, heartbeat_count: 1 })).toBe(true);
-      expect(await store.getInstance(1)).toMatchObject({ utilization_percent: 5, heartbeat_count: 1, version: 1 });
+      await rowsOf(store).insertInstanceRow(instanceRow(1));
+      expect(await store.writePlainBeat(1, 0, { metrics: sample(5), heartbeatCount: 1 })).toBe(true);
+      expect(await rowsOf(store).getInstanceRow(1)).toMatchObject({ utilization_percent: 5, heartbeat_count: 1, version: 1 });
       // Read before a transaction committed: the write loses, the transaction's change stays.
       const read = (await store.getLifecycle(1))!;
-      await store.transaction(async (repo) => void (await repo.updateInstance(1, read.version, { status: 'idle' })));
-      expect(await store.writePlainBeat(1, read.version, { utilization_percent: 6, heartbeat_count: 2 })).toBe(false);
-      expect(await store.getInstance(1)).toMatchObject({ status: 'idle', utilization_percent: 5, heartbeat_count: 1, version: 2 });
-      expect(await store.writePlainBeat(2, 0, { utilization_percent: 7 })).toBe(false);
-      expect(await store.getInstance(2)).toBeUndefined();
+      await store.transaction(async (repo) => void (await rowsOf(repo).updateInstanceColumns(1, read.version, { status: 'idle' })));
+      expect(await store.writePlainBeat(1, read.version, { metrics: sample(6), heartbeatCount: 2 })).toBe(false);
+      expect(await rowsOf(store).getInstanceRow(1)).toMatchObject({ status: 'idle', utilization_percent: 5, heartbeat_count: 1, version: 2 });
+      expect(await store.writePlainBeat(2, 0, { metrics: sample(7) })).toBe(false);
+      expect(await rowsOf(store).getInstanceRow(2)).toBeUndefined();
     });
 
     it('plain writes arriving together: one wins per version, a failing one fails alone, transactions beside them commit', async () => {
-      for (let id = 1; id <= 4; id++) await store.insertInstance(instanceRow(id));
+      for (let id = 1; id <= 4; id++) await rowsOf(store).insertInstanceRow(instanceRow(id));
       // Issued in one turn of the event loop: on SQLite one group commit, in this order.
       const outcomes = await Promise.allSettled([
-        store.writePlainBeat(1, 0, { utilization_percent: 11, heartbeat_count: 1 }),
-        store.writePlainBeat(1, 0, { utilization_percent: 12, heartbeat_count: 1 }),
+        store.writePlainBeat(1, 0, { metrics: sample(11), heartbeatCount: 1 }),
+        store.writePlainBeat(1, 0, { metrics: sample(12), heartbeatCount: 1 }),
         store.transaction(async (repo) => {
           const row = await repo.getLifecycle(2, { forUpdate: true });
-          await repo.updateInstance(2, row!.version, { status: 'active' });
-          await repo.insertEvents([{ instance_id: 2, at: T, type: 'online', reason: 'r', data_json: '{}' }]);
+          await rowsOf(repo).updateInstanceColumns(2, row!.version, { status: 'active' });
+          await repo.insertEvents([{ instanceId: 2, at: T, type: 'online', reason: 'r', data: {} }]);
           return 'committed';
         }),
-        store.writePlainBeat(2, 0, { utilization_percent: 21, heartbeat_count: 1 }),
+        store.writePlainBeat(2, 0, { metrics: sample(21), heartbeatCount: 1 }),
         // Another instance's token hash: a unique violation, this statement only.
-        store.writePlainBeat(3, 0, { agent_token_hash: 'hash-4', utilization_percent: 31 }),
-        store.writePlainBeat(4, 0, { utilization_percent: 41, heartbeat_count: 1 }),
+        store.writePlainBeat(3, 0, { agentTokenHash: 'hash-4', metrics: sample(31) }),
+        store.writePlainBeat(4, 0, { metrics: sample(41), heartbeatCount: 1 }),
       ]);
       const values = outcomes.map((o) => (o.status === 'fulfilled' ? o.value : 'rejected'));
       expect(values[4]).toBe('rejected');
@@ -455,30 +525,30 @@ export function storeContract(backend: TestBackend): void {
       // The transaction reads the row under a lock, so it commits whichever came first.
       expect(values[2]).toBe('committed');
       if (backend.name === 'sqlite') expect(values.slice(0, 4)).toEqual([true, false, 'committed', false]);
-      const one = (await store.getInstance(1))!;
+      const one = (await rowsOf(store).getInstanceRow(1))!;
       expect(one).toMatchObject({ utilization_percent: values[0] === true ? 11 : 12, heartbeat_count: 1, version: 1 });
-      expect(await store.getInstance(2)).toMatchObject({ status: 'active', utilization_percent: values[3] === true ? 21 : null, version: values[3] === true ? 2 : 1 });
+      expect(await rowsOf(store).getInstanceRow(2)).toMatchObject({ status: 'active', utilization_percent: values[3] === true ? 21 : null, version: values[3] === true ? 2 : 1 });
       expect(await store.listEvents(2, undefined, 5)).toHaveLength(1);
-      expect(await store.getInstance(3)).toMatchObject({ agent_token_hash: 'hash-3', utilization_percent: null, version: 0 });
-      expect(await store.getInstance(4)).toMatchObject({ utilization_percent: 41, version: 1 });
+      expect(await rowsOf(store).getInstanceRow(3)).toMatchObject({ agent_token_hash: 'hash-3', utilization_percent: null, version: 0 });
+      expect(await rowsOf(store).getInstanceRow(4)).toMatchObject({ utilization_percent: 41, version: 1 });
     });
 
     it('a read outside a transaction never sees the uncommitted writes of one in progress', async () => {
-      await store.insertInstance(instanceRow(1));
+      await rowsOf(store).insertInstanceRow(instanceRow(1));
       let reading: Promise<unknown> | undefined;
       await expect(
         store.transaction(async (repo) => {
-          await repo.updateInstance(1, 0, { status: 'idle', utilization_percent: 1 });
-          // The plain beat's unlocked read, while this transaction holds its write (SQLite: one connection).
+          await rowsOf(repo).updateInstanceColumns(1, 0, { status: 'idle', utilization_percent: 1 });
+          // The plain beat's unlocked read, while this transaction holds its write.
           reading = store.getLifecycle(1);
           await new Promise((resolve) => setTimeout(resolve, 20));
           throw new Error('rolled back');
         }),
       ).rejects.toThrow('rolled back');
-      expect(await reading).toMatchObject({ status: 'offline', version: 0 });
+      expect(await reading).toMatchObject({ facts: { status: 'offline' }, version: 0 });
       // So a compare-and-set on the version it read can only succeed against committed state.
-      expect(await store.writePlainBeat(1, 0, { utilization_percent: 2 })).toBe(true);
-      expect(await store.getInstance(1)).toMatchObject({ status: 'offline', utilization_percent: 2, version: 1 });
+      expect(await store.writePlainBeat(1, 0, { metrics: sample(2) })).toBe(true);
+      expect(await rowsOf(store).getInstanceRow(1)).toMatchObject({ status: 'offline', utilization_percent: 2, version: 1 });
     });
   });
 }

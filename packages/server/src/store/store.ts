@@ -1,6 +1,8 @@
 import type { Kysely } from 'kysely';
+import type { CollectorError, CommandState, CommandType, EventType, GpuMetrics, GpuSample, InstanceStatus } from '@dumont/protocol';
+import type { LifecycleFacts } from '../policy/hibernation-policy.js';
 import type { Database } from './schema.js';
-import type { CommandRow, EventRow, InstanceRow, InstanceUpdate, NewEventRow, NewInstanceRow, NewSavingsRow, OutboxRow, SavingsRow } from './schema.js';
+import type { InstanceRow, NewSavingsRow, OutboxRow, SavingsRow } from './schema.js';
 
 /**
  * The one store contract. The fleet service talks only to this; `sqlite-store.ts` and
@@ -14,38 +16,38 @@ export interface FleetRepository {
    * more than that.
    */
   requireDurableCommit(): Promise<void>;
-  getInstance(instanceId: number, options?: { forUpdate?: boolean }): Promise<InstanceRow | undefined>;
-  /** Only the columns a lifecycle transition reads: the heartbeat's hot path skips metrics and JSON. */
-  getLifecycle(instanceId: number, options?: { forUpdate?: boolean }): Promise<LifecycleRow | undefined>;
+  getInstance(instanceId: number, options?: { forUpdate?: boolean }): Promise<InstanceRecord | undefined>;
+  /** Only what a lifecycle transition reads: the heartbeat's hot path skips the readings and their JSON. */
+  getLifecycle(instanceId: number, options?: { forUpdate?: boolean }): Promise<InstanceLifecycle | undefined>;
   findInstanceIdByTokenHash(tokenHash: string): Promise<number | undefined>;
-  insertInstance(row: NewInstanceRow): Promise<void>;
+  insertInstance(instance: NewInstance): Promise<void>;
   /** Compare-and-set on `version`: false when another writer got there first (or no such row). */
-  updateInstance(instanceId: number, expectedVersion: number, patch: InstanceUpdate): Promise<boolean>;
+  updateInstance(instanceId: number, expectedVersion: number, change: InstanceChange): Promise<boolean>;
   /** One page in `order` (default: instance id ascending), starting after `after`; nulls last either way. */
-  listInstances(query: InstanceListQuery): Promise<InstanceSummaryRow[]>;
+  listInstances(query: InstanceListQuery): Promise<InstanceListEntry[]>;
   /** Instances matching the query's owner, status and search (scans: the status counters are for no search). */
   countInstances(query: Pick<InstanceListQuery, 'owner' | 'status' | 'search'>): Promise<number>;
   countInstancesByStatus(owner: string | null): Promise<Map<string, number>>;
   /** Every owner's instances after `afterInstanceId`, by id, with their last per-GPU readings (a /metrics scrape). */
-  listGpuReadings(afterInstanceId: number | undefined, limit: number): Promise<GpuReadingsRow[]>;
+  listGpuReadings(afterInstanceId: number | undefined, limit: number): Promise<GpuReadings[]>;
   /** Instances whose deadline has passed, soonest first. */
   dueInstanceIds(now: number, limit: number): Promise<number[]>;
   /** Instances offline now that went offline at or after `since` (every owner). */
   countOfflineSince(since: number): Promise<number>;
 
-  insertEvents(rows: NewEventRow[]): Promise<void>;
+  insertEvents(events: readonly InstanceEvent[]): Promise<void>;
   /** Newest first; `beforeId` pages backwards. */
-  listEvents(instanceId: number, beforeId: number | undefined, limit: number): Promise<EventRow[]>;
+  listEvents(instanceId: number, beforeId: number | undefined, limit: number): Promise<StoredEvent[]>;
 
-  insertCommand(row: CommandRow): Promise<void>;
+  insertCommand(command: AgentCommand): Promise<void>;
   /** Commands pending or delivered and not yet acknowledged, oldest first. */
-  openCommands(instanceId: number): Promise<CommandRow[]>;
-  listCommands(instanceId: number, limit: number): Promise<CommandRow[]>;
-  getCommand(commandId: string): Promise<CommandRow | undefined>;
+  openCommands(instanceId: number): Promise<AgentCommand[]>;
+  listCommands(instanceId: number, limit: number): Promise<AgentCommand[]>;
+  getCommand(commandId: string): Promise<AgentCommand | undefined>;
   /** The command made under this `Idempotency-Key` for this instance, if any (keys are per instance). */
-  findCommandByIdempotencyKey(instanceId: number, idempotencyKey: string): Promise<CommandRow | undefined>;
+  findCommandByIdempotencyKey(instanceId: number, idempotencyKey: string): Promise<AgentCommand | undefined>;
   /** Conditional: changes the command only while its state is one of `fromStates`. */
-  updateCommand(commandId: string, fromStates: readonly string[], patch: Partial<CommandRow>): Promise<boolean>;
+  updateCommand(commandId: string, fromStates: readonly CommandState[], change: CommandChange): Promise<boolean>;
 
   insertOutbox(rows: OutboxRow[]): Promise<void>;
   /**
@@ -80,7 +82,11 @@ export interface FleetRepository {
 
 export interface FleetStore extends FleetRepository {
   readonly dialect: 'sqlite' | 'postgres';
-  /** The query builder over this store's database, for modules with tables of their own (metrics history). */
+  /**
+   * The query builder over this store's database, for modules with tables of their own (metrics
+   * history, sessions). On a SQLite file its SELECTs outside a transaction read the last commit on the
+   * read-only connection.
+   */
   readonly kysely: Kysely<Database>;
   /**
    * Runs `work` in one transaction and resolves after its commit (made durable first when `work`
@@ -93,14 +99,15 @@ export interface FleetStore extends FleetRepository {
    * `version`, as `updateInstance`. False when the version moved or the row is gone; the caller then
    * redoes the beat under a lock. `expectedVersion` must come from a read outside any transaction
    * (committed state). Answered after the write is committed, never made durable for its own sake.
-   * PostgreSQL: one autocommit UPDATE; SQLite: a member of its group commit.
+   * PostgreSQL: the turn's plain beats share one autocommit UPDATE, a compare-and-set per row;
+   * SQLite: one statement in its group commit.
    */
-  writePlainBeat(instanceId: number, expectedVersion: number, patch: InstanceUpdate): Promise<boolean>;
+  writePlainBeat(instanceId: number, expectedVersion: number, change: InstanceChange): Promise<boolean>;
   /**
-   * Whether a plain heartbeat is cheaper read without a lock and written with `writePlainBeat` than run
-   * in a transaction. PostgreSQL: yes (two round trips instead of four). SQLite: no — its group commit
-   * already shares one transaction among the beats that arrive together, and measured over HTTP the
-   * separate read made beats slower, not faster (docs/PERFORMANCE.md).
+   * Whether a plain heartbeat is read without a lock (`getLifecycle` on the store) and written with
+   * `writePlainBeat` rather than run in a transaction. PostgreSQL: yes (the turn's beats share one
+   * read and one write). SQLite: no — measured at fleet scale, its group commit answered faster than a
+   * read on its read-only connection followed by a one-statement write (docs/PERFORMANCE.md).
    */
   readonly optimisticPlainBeats: boolean;
   ping(): Promise<void>;
@@ -139,7 +146,102 @@ export const LIFECYCLE_COLUMNS = [
   'saving_since',
 ] as const satisfies readonly (keyof InstanceRow)[];
 
+/** The columns behind `InstanceLifecycle` (instance-mapping.ts): known only inside store/. */
 export type LifecycleRow = Pick<InstanceRow, (typeof LIFECYCLE_COLUMNS)[number]>;
+
+/** What operators set on an instance: its hibernation settings and how its provider knows it. */
+export interface InstanceSettings {
+  hibernationEnabled: boolean;
+  /** null = the server default (DUMONT_IDLE_THRESHOLD_MINUTES). */
+  thresholdMinutes: number | null;
+  ignoreGpuProcesses: boolean;
+  dryRun: boolean;
+  /** null = the server default (DUMONT_PROVIDER). */
+  provider: string | null;
+  /** null = the instance id. */
+  providerInstanceId: string | null;
+  pricePerHour: number | null;
+}
+
+/** An instance as a lifecycle decision reads it: the policy's facts, its settings, and bookkeeping. */
+export interface InstanceLifecycle {
+  instanceId: number;
+  owner: string;
+  agentTokenHash: string;
+  hostname: string | null;
+  gpuCount: number;
+  facts: LifecycleFacts;
+  /** When the sweeper must look at the instance next (may be early: DEADLINE_SLACK_MS); null = never. */
+  deadline: number | null;
+  settings: InstanceSettings;
+  /** The hibernate command in flight, or the one that hibernated the instance (its result may be re-sent). */
+  hibernateCommandId: string | null;
+  /** Commands pending or delivered but unacknowledged: a beat with none skips the commands query. */
+  openCommands: number;
+  heartbeatCount: number;
+  /** The agent's clock at its last applied beat (ms). */
+  agentTimestampMs: number | null;
+  /** Bumped by every write; writes are compare-and-set on it. */
+  version: number;
+}
+
+/** What one heartbeat reported, as kept for display: the host aggregate and each GPU as sent. */
+export interface MetricsSample {
+  /** The beat's timestamp as the agent wrote it, and parsed. */
+  agentTimestamp: string;
+  agentTimestampMs: number;
+  aggregate: Required<GpuMetrics>;
+  gpus: readonly GpuSample[];
+  gpuCount: number;
+  processCount: number | null;
+  activeUsers: number | null;
+  lastActivity: string | null;
+  agentVersion: string | null;
+  collectorErrors: readonly CollectorError[];
+}
+
+/** The last beat's readings of a stored instance; before its first beat every figure is unknown. */
+export interface StoredReadings extends Omit<MetricsSample, 'agentTimestamp' | 'agentTimestampMs'> {
+  agentTimestamp: string | null;
+}
+
+/** An instance in full: its lifecycle, its last readings and its provider's last word. */
+export interface InstanceRecord extends InstanceLifecycle {
+  registeredAt: number;
+  readings: StoredReadings;
+  providerError: string | null;
+  providerUpdatedAt: number | null;
+}
+
+/**
+ * A change to one instance, in the domain's terms; absent fields are left as they are. Facts are the
+ * ones that differ from the stored ones (see `changedFacts`).
+ */
+export interface InstanceChange {
+  facts?: Partial<LifecycleFacts>;
+  deadline?: number | null;
+  settings?: Partial<InstanceSettings>;
+  owner?: string;
+  agentTokenHash?: string;
+  hostname?: string | null;
+  hibernateCommandId?: string | null;
+  openCommands?: number;
+  heartbeatCount?: number;
+  /** A heartbeat's readings (the hostname travels separately, written only when it changed). */
+  metrics?: MetricsSample;
+  providerError?: string | null;
+  providerUpdatedAt?: number;
+}
+
+/** A new instance: registered, offline until its first beat, hibernation enabled unless settings say. */
+export interface NewInstance {
+  instanceId: number;
+  owner: string;
+  agentTokenHash: string;
+  hostname: string | null;
+  registeredAt: number;
+  settings?: Partial<InstanceSettings>;
+}
 
 /** `transitions`: only commits that asked for it are made durable; `always`: every commit is. */
 export type Durability = 'transitions' | 'always';
@@ -167,6 +269,68 @@ export interface InstanceListQuery {
   /** The default order's keyset (the same as `after` with that order). */
   afterInstanceId?: number | undefined;
   limit: number;
+}
+
+/** Something that happened to an instance, with why, for its timeline. */
+export interface InstanceEvent {
+  instanceId: number;
+  at: number;
+  type: EventType;
+  reason: string;
+  data: Record<string, unknown>;
+}
+
+/** A recorded event; ids grow with time and page the timeline. */
+export interface StoredEvent extends InstanceEvent {
+  id: number;
+}
+
+/** A command to an agent and what became of it. */
+export interface AgentCommand {
+  id: string;
+  instanceId: number;
+  type: CommandType;
+  args: Record<string, unknown>;
+  state: CommandState;
+  issuedAt: number;
+  issuedBy: string;
+  deliveredAt: number | null;
+  completedAt: number | null;
+  detail: string | null;
+  /** The client's `Idempotency-Key`, unique per instance; null when none was sent. */
+  idempotencyKey: string | null;
+}
+
+export type CommandChange = Partial<Pick<AgentCommand, 'state' | 'deliveredAt' | 'completedAt' | 'detail'>>;
+
+/** One row of a list page. */
+export interface InstanceListEntry {
+  instanceId: number;
+  hostname: string | null;
+  status: InstanceStatus;
+  lastHeartbeatAt: number | null;
+  idleSince: number | null;
+  scheduledAt: number | null;
+  utilizationPercent: number | null;
+  memoryUsedMb: number | null;
+  memoryTotalMb: number | null;
+  agentVersion: string | null;
+  gpuCount: number;
+  /** The hottest GPU of the last beat; null when none reported a temperature. */
+  hottestTemperature: number | null;
+  /** The value of the page's order key (absent for the instance id order). */
+  sortKey?: InstanceSortValue;
+}
+
+/** An instance's last readings, per GPU, for a /metrics scrape. */
+export interface GpuReadings {
+  instanceId: number;
+  hostname: string | null;
+  status: InstanceStatus;
+  scheduledAt: number | null;
+  gpuCount: number;
+  aggregate: Required<GpuMetrics>;
+  gpus: readonly GpuSample[];
 }
 
 export type GpuReadingsRow = Pick<

@@ -1,68 +1,38 @@
 import { randomUUID } from 'node:crypto';
 import type { CommandType, HibernateArgs, IdleRule } from '@dumont/protocol';
 import type { Decision, InstancePolicy, LifecycleFacts, PolicyEvent } from '../policy/hibernation-policy.js';
-import type { InstanceUpdate, NewEventRow, NewSavingsRow, OutboxRow } from '../store/schema.js';
-import type { FleetRepository, FleetStore, LifecycleRow } from '../store/store.js';
+import type { NewSavingsRow, OutboxRow } from '../store/schema.js';
+import type { FleetRepository, FleetStore, InstanceChange, InstanceEvent, InstanceLifecycle, InstanceSettings } from '../store/store.js';
 import type { ServerConfig } from '../config.js';
-import { DumontError, type ProviderState } from '@dumont/protocol';
+import { DumontError } from '@dumont/protocol';
 import { notificationOf } from '../notify/notifications.js';
 
-/** Maps stored rows to the policy's facts and back, and writes a decision inside a transaction. */
-
-export function factsOf(row: LifecycleRow): LifecycleFacts {
-  return {
-    status: row.status as LifecycleFacts['status'],
-    lastHeartbeatAt: row.last_heartbeat_at,
-    idleSince: row.idle_since,
-    scheduledAt: row.scheduled_at,
-    postponedUntil: row.postponed_until,
-    hibernateIssuedAt: row.hibernate_issued_at,
-    onlineSince: row.online_since,
-    offlineSince: row.offline_since,
-    providerState: row.provider_state as ProviderState | null,
-    wakeRequestedAt: row.wake_requested_at,
-    savingSince: row.saving_since,
-  };
-}
+/** The policy inputs of one instance, and one transaction's changes to it, in the domain's terms. */
 
 /** The provider that stops and starts this instance: its own, else the server's default. */
-export function providerNameOf(row: Pick<LifecycleRow, 'provider'>, config: Pick<ServerConfig, 'provider'>): string {
-  return row.provider ?? config.provider;
+export function providerNameOf(settings: Pick<InstanceSettings, 'provider'>, config: Pick<ServerConfig, 'provider'>): string {
+  return settings.provider ?? config.provider;
 }
 
 /** The id the provider knows this machine by: its own, else the instance id. */
-export function providerInstanceIdOf(row: Pick<LifecycleRow, 'provider_instance_id' | 'instance_id'>): string {
-  return row.provider_instance_id ?? String(row.instance_id);
+export function providerInstanceIdOf(instanceId: number, settings: Pick<InstanceSettings, 'providerInstanceId'>): string {
+  return settings.providerInstanceId ?? String(instanceId);
 }
 
-export function policyOf(row: LifecycleRow, config: ServerConfig): InstancePolicy {
+export function policyOf(settings: InstanceSettings, config: ServerConfig): InstancePolicy {
   return {
-    enabled: row.hibernation_enabled === 1,
-    thresholdMinutes: row.threshold_minutes ?? config.idleThresholdMinutes,
-    ignoreGpuProcesses: row.ignore_gpu_processes === 1,
-    stopsThroughProvider: providerNameOf(row, config) !== 'none',
-    dryRun: config.dryRun || row.dry_run === 1,
+    enabled: settings.hibernationEnabled,
+    thresholdMinutes: settings.thresholdMinutes ?? config.idleThresholdMinutes,
+    ignoreGpuProcesses: settings.ignoreGpuProcesses,
+    stopsThroughProvider: providerNameOf(settings, config) !== 'none',
+    dryRun: config.dryRun || settings.dryRun,
   };
 }
 
 /** The per-beat rule the server judges this instance with; hibernate commands carry it to the agent. */
-export function idleRuleOfRow(row: Pick<LifecycleRow, 'ignore_gpu_processes'>, config: ServerConfig): IdleRule {
-  return { idleUtilizationPercent: config.idleUtilizationPercent, ignoreGpuProcesses: row.ignore_gpu_processes === 1 };
+export function idleRuleOf(settings: Pick<InstanceSettings, 'ignoreGpuProcesses'>, config: ServerConfig): IdleRule {
+  return { idleUtilizationPercent: config.idleUtilizationPercent, ignoreGpuProcesses: settings.ignoreGpuProcesses };
 }
-
-const FACT_COLUMNS = {
-  status: 'status',
-  lastHeartbeatAt: 'last_heartbeat_at',
-  idleSince: 'idle_since',
-  scheduledAt: 'scheduled_at',
-  postponedUntil: 'postponed_until',
-  hibernateIssuedAt: 'hibernate_issued_at',
-  onlineSince: 'online_since',
-  offlineSince: 'offline_since',
-  providerState: 'provider_state',
-  wakeRequestedAt: 'wake_requested_at',
-  savingSince: 'saving_since',
-} as const satisfies Record<keyof LifecycleFacts, keyof LifecycleRow>;
 
 /**
  * How much earlier than the true deadline the stored one may be before it is rewritten. The sweeper
@@ -77,38 +47,27 @@ export function shouldStoreDeadline(stored: number | null, next: number | null, 
   return stored <= now || next < stored || next - stored > DEADLINE_SLACK_MS;
 }
 
-/**
- * The columns in which `facts` differ from the stored row; an unchanged column is not written (nor
- * its indexes touched). `facts` is the whole current state, so the result replaces earlier patches.
- */
-export function factsPatch(row: LifecycleRow, facts: LifecycleFacts, deadline: number | null, now: number): InstanceUpdate {
-  const patch: Record<string, unknown> = {};
-  for (const fact of Object.keys(FACT_COLUMNS) as (keyof LifecycleFacts)[]) {
-    const column = FACT_COLUMNS[fact];
-    if (facts[fact] !== row[column]) patch[column] = facts[fact];
+/** The facts that differ from the stored ones: an unchanged fact is not written (nor its indexes touched). */
+export function changedFacts(stored: LifecycleFacts, facts: LifecycleFacts): Partial<LifecycleFacts> {
+  const changed: Partial<Record<keyof LifecycleFacts, unknown>> = {};
+  for (const fact of Object.keys(facts) as (keyof LifecycleFacts)[]) {
+    if (facts[fact] !== stored[fact]) changed[fact] = facts[fact];
   }
-  if (shouldStoreDeadline(row.deadline, deadline, now)) patch.deadline = deadline;
-  if ('provider_state' in patch) patch.provider_updated_at = now;
-  return patch as InstanceUpdate;
+  return changed as Partial<LifecycleFacts>;
 }
 
-const PATCHED_BY_FACTS: readonly string[] = [...Object.values(FACT_COLUMNS), 'deadline', 'provider_updated_at'];
-
-export function eventRows(instanceId: number, at: number, events: readonly PolicyEvent[]): NewEventRow[] {
-  return events.map((e) => ({
-    instance_id: instanceId,
-    at,
-    type: e.type,
-    reason: e.reason,
-    data_json: JSON.stringify(e.data ?? {}),
-  }));
+export function instanceEvents(instanceId: number, at: number, events: readonly PolicyEvent[]): InstanceEvent[] {
+  return events.map((e) => ({ instanceId, at, type: e.type, reason: e.reason, data: e.data ?? {} }));
 }
 
 /** Accumulates one transaction's changes to one instance, then writes them with a compare-and-set. */
 export class InstanceWrite {
   readonly events: PolicyEvent[] = [];
-  patch: InstanceUpdate = {};
+  /** Everything this write sets but the facts and the deadline, which come from the last decision absorbed. */
+  change: InstanceChange = {};
   facts: LifecycleFacts;
+  /** The next deadline the last decision asked for; undefined = no decision, the stored one stays. */
+  private nextDeadline: number | null | undefined = undefined;
   openCommandsDelta = 0;
   /** Something a power cut must not lose: a status change, a command, an event. */
   durable = false;
@@ -118,45 +77,60 @@ export class InstanceWrite {
   readonly outbox: OutboxRow[] = [];
 
   constructor(
-    readonly row: LifecycleRow,
+    readonly instance: InstanceLifecycle,
     private readonly now: number,
     private readonly config: ServerConfig,
   ) {
-    this.facts = factsOf(row);
+    this.facts = instance.facts;
+  }
+
+  /** The instance's settings as this transaction leaves them. */
+  get settings(): InstanceSettings {
+    return this.change.settings === undefined ? this.instance.settings : { ...this.instance.settings, ...this.change.settings };
+  }
+
+  /** Who the instance belongs to and what it is called, as this transaction leaves it (notifications name it). */
+  private get identity() {
+    return {
+      instanceId: this.instance.instanceId,
+      owner: this.change.owner ?? this.instance.owner,
+      hostname: this.change.hostname !== undefined ? this.change.hostname : this.instance.hostname,
+    };
   }
 
   /** A provider stop or start, sent by the outbox worker after this transaction commits. */
   private queueProviderAction(action: 'stop' | 'start', reason: string): void {
-    const row = { ...this.row, ...this.patch } as LifecycleRow;
+    const settings = this.settings;
+    const { instanceId, owner, hostname } = this.identity;
     this.outbox.push(
-      newOutboxRow(this.row.instance_id, action, providerNameOf(row, this.config), this.now, {
-        provider_instance_id: providerInstanceIdOf(row),
-        hostname: row.hostname,
-        owner: row.owner,
+      newOutboxRow(instanceId, action, providerNameOf(settings, this.config), this.now, {
+        provider_instance_id: providerInstanceIdOf(instanceId, settings),
+        hostname,
+        owner,
         reason,
       }),
     );
-    this.patch.provider_error = null;
+    this.change.providerError = null;
   }
 
   /** The hibernate command in flight, as this transaction leaves it. */
   get hibernateCommandId(): string | null {
-    return this.patch.hibernate_command_id !== undefined ? this.patch.hibernate_command_id : this.row.hibernate_command_id;
+    return this.change.hibernateCommandId !== undefined ? this.change.hibernateCommandId : this.instance.hibernateCommandId;
   }
 
-  /** Folds a policy decision in; returns the id of a hibernate command it issued, if any. */
-  /** `hibernateArgs`: the rule a hibernate command carries to the agent; needed where one can be issued. */
+  /**
+   * Folds a policy decision in; returns the id of a hibernate command it issued, if any.
+   * `hibernateArgs`: the rule a hibernate command carries to the agent; needed where one can be issued.
+   */
   async absorb(decision: Decision, repo: FleetRepository, issuedBy: string, hibernateArgs: HibernateArgs | null = null): Promise<string | null> {
     if (decision.facts.status !== this.facts.status) this.durable = true;
     this.facts = decision.facts;
     this.events.push(...decision.events);
-    const patch: Record<string, unknown> = { ...this.patch };
-    for (const column of PATCHED_BY_FACTS) delete patch[column];
-    this.patch = { ...(patch as InstanceUpdate), ...factsPatch(this.row, decision.facts, decision.deadline, this.now) };
+    this.nextDeadline = decision.deadline;
     const hibernateCommandId = this.hibernateCommandId;
     const close = decision.closeHibernate;
     if (close && hibernateCommandId) {
-      if (await repo.updateCommand(hibernateCommandId, ['pending', 'delivered'], { state: close.state, completed_at: this.now, detail: close.detail })) {
+      if (await repo.updateCommand(hibernateCommandId, ['pending', 'delivered'], { state: close.state, completedAt: this.now, detail: close.detail })) {
         this.openCommandsDelta -= 1;
         this.events.push({
           type: close.state === 'expired' ? 'command_expired' : 'command_cancelled',
@@ -168,13 +142,14 @@ export class InstanceWrite {
     // The id is kept while hibernating and hibernated (a re-sent result must be recognised as one);
     // any other status has no hibernate command.
     if (hibernateCommandId && decision.facts.status !== 'hibernating' && decision.facts.status !== 'hibernated') {
-      this.patch.hibernate_command_id = null;
+      this.change.hibernateCommandId = null;
     }
     if (decision.providerAction === 'stop') this.queueProviderAction('stop', 'the agent saved its state and confirmed the hibernate command');
     if (decision.providerAction === 'start') this.queueProviderAction('start', 'wake requested');
-    if (decision.cancelProviderStart) await repo.cancelOutbox(this.row.instance_id, 'start', this.now);
+    const instanceId = this.instance.instanceId;
+    if (decision.cancelProviderStart) await repo.cancelOutbox(instanceId, 'start', this.now);
     if (decision.cancelProviderStop) {
-      const { inFlight } = await repo.cancelOutbox(this.row.instance_id, 'stop', this.now);
+      const { inFlight } = await repo.cancelOutbox(instanceId, 'stop', this.now);
       if (inFlight > 0) {
         this.events.push({
           type: 'hibernation_cancelled',
@@ -186,7 +161,7 @@ export class InstanceWrite {
     if (!decision.issueHibernate) return null;
     if (hibernateArgs === null) throw new Error('a hibernate command was issued without the rule it must carry');
     const id = await this.issueCommand(repo, 'hibernate', { ...hibernateArgs }, issuedBy, issuedBy === 'policy' ? 'the instance stayed idle past its threshold' : `requested by ${issuedBy}`);
-    this.patch.hibernate_command_id = id;
+    this.change.hibernateCommandId = id;
     return id;
   }
 
@@ -200,16 +175,16 @@ export class InstanceWrite {
     const id = randomUUID();
     await repo.insertCommand({
       id,
-      instance_id: this.row.instance_id,
+      instanceId: this.instance.instanceId,
       type,
-      args_json: JSON.stringify(args),
+      args,
       state: 'pending',
-      issued_at: this.now,
-      issued_by: issuedBy,
-      delivered_at: null,
-      completed_at: null,
+      issuedAt: this.now,
+      issuedBy,
+      deliveredAt: null,
+      completedAt: null,
       detail: null,
-      idempotency_key: this.idempotencyKey,
+      idempotencyKey: this.idempotencyKey,
     });
     this.openCommandsDelta += 1;
     this.events.push({ type: 'command_issued', reason, data: { command_id: id, command: type, issued_by: issuedBy } });
@@ -223,26 +198,39 @@ export class InstanceWrite {
       this.events.length === 0 &&
       this.openCommandsDelta === 0 &&
       this.outbox.length === 0 &&
-      this.facts.status === this.row.status &&
-      this.facts.savingSince === this.row.saving_since
+      this.facts.status === this.instance.facts.status &&
+      this.facts.savingSince === this.instance.facts.savingSince
     );
   }
 
   /** The saving interval this write closes (left `hibernated`, or a dry-run idle stretch ended). */
   private closedSaving(): NewSavingsRow | null {
-    const since = this.row.saving_since;
+    const since = this.instance.facts.savingSince;
     if (since === null || this.facts.savingSince === since) return null;
-    const kind = this.row.status === 'hibernated' ? 'hibernated' : 'would';
+    const kind = this.instance.facts.status === 'hibernated' ? 'hibernated' : 'would';
     return {
-      instance_id: this.row.instance_id,
-      owner: this.row.owner,
+      instance_id: this.instance.instanceId,
+      owner: this.instance.owner,
       kind,
       started_at: since,
       // A dry-run stretch ends with the last beat that saw the machine idle, not when silence was noticed.
       ended_at: kind === 'would' ? Math.max(since, Math.min(this.now, this.facts.lastHeartbeatAt ?? this.now)) : this.now,
-      gpu_count: this.row.gpu_count,
-      price_per_hour: this.row.price_per_hour,
+      gpu_count: this.instance.gpuCount,
+      price_per_hour: this.instance.settings.pricePerHour,
     };
+  }
+
+  /** Everything this write changes, facts and deadline included, as one change to store. */
+  private finalChange(): InstanceChange {
+    const change: InstanceChange = { ...this.change };
+    const facts = changedFacts(this.instance.facts, this.facts);
+    if (Object.keys(facts).length > 0) change.facts = facts;
+    if (facts.providerState !== undefined) change.providerUpdatedAt = this.now;
+    if (this.nextDeadline !== undefined && shouldStoreDeadline(this.instance.deadline, this.nextDeadline, this.now)) {
+      change.deadline = this.nextDeadline;
+    }
+    if (this.openCommandsDelta !== 0) change.openCommands = Math.max(0, this.instance.openCommands + this.openCommandsDelta);
+    return change;
   }
 
   /**
@@ -252,26 +240,27 @@ export class InstanceWrite {
    */
   async tryCommitPlain(store: Pick<FleetStore, 'writePlainBeat'>): Promise<boolean> {
     if (!this.plain) return false;
-    return store.writePlainBeat(this.row.instance_id, this.row.version, this.patch);
+    return store.writePlainBeat(this.instance.instanceId, this.instance.version, this.finalChange());
   }
 
   async commit(repo: FleetRepository): Promise<void> {
-    const patch: InstanceUpdate = { ...this.patch };
-    if (this.openCommandsDelta !== 0) patch.open_commands = Math.max(0, this.row.open_commands + this.openCommandsDelta);
+    const change = this.finalChange();
+    const instanceId = this.instance.instanceId;
     if (this.config.notifyUrl !== undefined) {
-      const row = { ...this.row, ...this.patch } as LifecycleRow;
+      const identity = this.identity;
+      const providerInstanceId = providerInstanceIdOf(instanceId, this.settings);
       for (const event of this.events) {
-        const notification = notificationOf(event, row, providerInstanceIdOf(row), this.now);
-        if (notification) this.outbox.push(newOutboxRow(this.row.instance_id, 'notify', 'notify', this.now, notification));
+        const notification = notificationOf(event, identity, providerInstanceId, this.now);
+        if (notification) this.outbox.push(newOutboxRow(instanceId, 'notify', 'notify', this.now, notification));
       }
     }
     const saving = this.closedSaving();
     if (this.events.length > 0 || this.openCommandsDelta !== 0 || this.outbox.length > 0 || saving !== null) this.durable = true;
     if (this.durable) await repo.requireDurableCommit();
-    const ok = await repo.updateInstance(this.row.instance_id, this.row.version, patch);
+    const ok = await repo.updateInstance(instanceId, this.instance.version, change);
     // With the row locked (or SQLite's single writer) this cannot happen; if it does, roll back.
-    if (!ok) throw new DumontError('internal_error', `instance ${this.row.instance_id} changed concurrently; retry`);
-    await repo.insertEvents(eventRows(this.row.instance_id, this.now, this.events));
+    if (!ok) throw new DumontError('internal_error', `instance ${instanceId} changed concurrently; retry`);
+    await repo.insertEvents(instanceEvents(instanceId, this.now, this.events));
     await repo.insertOutbox(this.outbox);
     if (saving !== null) await repo.insertSavings(saving);
   }
