@@ -188,6 +188,8 @@ export function targetChecks(results) {
   }
   const at = rate('dumont sqlite');
   if (at) check(`SQLite p99 at ${num(at.rate)} beats/s (open loop)`, ms(at.p99), '≤ 20', at.p99 <= 20 && at.answeredPerSecond >= at.rate * 0.98, ' ms');
+  const pg1 = row('dumont postgres ×1');
+  if (pg1) check('PostgreSQL, 1 replica', num(pg1.rps), '≥ 3,333', pg1.rps >= 3333, ' beats/s');
   const pg3 = row('dumont postgres ×3');
   if (pg3) check('PostgreSQL, 3 replicas', num(pg3.rps), '≥ 3,333', pg3.rps >= 3333, ' beats/s');
   const f = results.fleet;

@@ -1,3 +1,5 @@
+import fc from 'fast-check';
+import { INSTANCE_STATUSES, PROVIDER_STATES } from '@dumont/protocol';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { TestBackend } from '../test-support/backends.js';
 import { rowsOf } from '../test-support/rows.js';
@@ -159,6 +161,84 @@ export function storeContract(backend: TestBackend): void {
       expect(await store.getLifecycle(31)).toEqual(lifecycle);
       // What the change left out is left as it was: the row itself shows the 0/1 flags and the JSON.
       expect(await rowsOf(store).getInstanceRow(31)).toMatchObject({ hibernation_enabled: 0, dry_run: 1, hostname: 'gpu-31', gpus_json: JSON.stringify(readings.gpus) });
+    });
+
+    it('any sequence of domain changes reads back as the same changes applied to the domain (property)', async () => {
+      const time = fc.option(fc.integer({ min: T, max: T + 1e10 }), { nil: null });
+      const text = fc.string({ maxLength: 12 }).filter((t) => !t.includes('\u0000'));
+      const amount = fc.double({ min: 0, max: 1e6, noNaN: true }).map((x) => x + 0);
+      const facts = fc.record(
+        {
+          status: fc.constantFrom(...INSTANCE_STATUSES),
+          lastHeartbeatAt: time,
+          idleSince: time,
+          scheduledAt: time,
+          postponedUntil: time,
+          hibernateIssuedAt: time,
+          onlineSince: time,
+          offlineSince: time,
+          providerState: fc.option(fc.constantFrom(...PROVIDER_STATES), { nil: null }),
+          wakeRequestedAt: time,
+          savingSince: time,
+        },
+        { requiredKeys: [] },
+      );
+      const settings = fc.record(
+        {
+          hibernationEnabled: fc.boolean(),
+          thresholdMinutes: fc.option(amount, { nil: null }),
+          ignoreGpuProcesses: fc.boolean(),
+          dryRun: fc.boolean(),
+          provider: fc.option(fc.constantFrom('vast', 'webhook', 'command'), { nil: null }),
+          providerInstanceId: fc.option(text, { nil: null }),
+          pricePerHour: fc.option(amount, { nil: null }),
+        },
+        { requiredKeys: [] },
+      );
+      const change = fc.record(
+        {
+          facts,
+          settings,
+          deadline: time,
+          hostname: fc.option(text, { nil: null }),
+          hibernateCommandId: fc.option(fc.uuid(), { nil: null }),
+          openCommands: fc.nat({ max: 50 }),
+          heartbeatCount: fc.nat({ max: 1e9 }),
+          metrics: fc.integer({ min: 0, max: 100 }).map(sample),
+          providerError: fc.option(text, { nil: null }),
+        },
+        { requiredKeys: [] },
+      );
+      let id = 1000;
+      await fc.assert(
+        fc.asyncProperty(fc.array(change, { minLength: 1, maxLength: 4 }), async (changes) => {
+          id += 1;
+          await store.insertInstance({ instanceId: id, owner: 'alice', agentTokenHash: `hash-${id}`, hostname: null, registeredAt: T });
+          const expected = (await store.getInstance(id))!;
+          for (const c of changes) {
+            expect(await store.updateInstance(id, expected.version, c)).toBe(true);
+            expected.version += 1;
+            expected.facts = { ...expected.facts, ...c.facts };
+            expected.settings = { ...expected.settings, ...c.settings };
+            if (c.deadline !== undefined) expected.deadline = c.deadline;
+            if (c.hostname !== undefined) expected.hostname = c.hostname;
+            if (c.hibernateCommandId !== undefined) expected.hibernateCommandId = c.hibernateCommandId;
+            if (c.openCommands !== undefined) expected.openCommands = c.openCommands;
+            if (c.heartbeatCount !== undefined) expected.heartbeatCount = c.heartbeatCount;
+            if (c.providerError !== undefined) expected.providerError = c.providerError;
+            if (c.metrics !== undefined) {
+              const { agentTimestampMs, ...readings } = c.metrics;
+              expected.readings = readings;
+              expected.agentTimestampMs = agentTimestampMs;
+              expected.gpuCount = readings.gpuCount;
+            }
+          }
+          expect(await store.getInstance(id)).toEqual(expected);
+          const { readings: _r, registeredAt: _a, providerError: _e, providerUpdatedAt: _u, ...lifecycle } = expected;
+          expect(await store.getLifecycle(id)).toEqual(lifecycle);
+        }),
+        { numRuns: 25 },
+      );
     });
 
     it('updates only when the version matches (compare-and-set)', async () => {
