@@ -7,7 +7,7 @@ import type { ServerConfig } from '../config.js';
 import { DumontError } from '@dumont/protocol';
 import { notificationOf } from '../notify/notifications.js';
 
-/** The policy inputs of one instance, and one transaction's changes to it, in the domain's terms. */
+// The policy inputs of one instance, and one transaction's changes to it, in the domain's terms.
 
 /** The provider that stops and starts this instance: its own, else the server's default. */
 export function providerNameOf(settings: Pick<InstanceSettings, 'provider'>, config: Pick<ServerConfig, 'provider'>): string {
