@@ -8,3 +8,4 @@ export * from './idle-rule.js';
 export * from './time.js';
 export * from './history.js';
 export * from './session.js';
+export * from './replay.js';

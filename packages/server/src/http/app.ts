@@ -9,6 +9,8 @@ import type { HistoryRecorder } from '../fleet/history-recorder.js';
 import { HistoryService } from '../fleet/history-service.js';
 import { HistoryStore } from '../store/history.js';
 import { historyRoutes } from './history-routes.js';
+import { ReplayService } from '../fleet/replay-service.js';
+import { replayRoutes } from './replay-routes.js';
 import type { Providers } from '../providers/registry.js';
 import { MassSilenceGuard } from '../fleet/mass-silence.js';
 import { OperatorService } from '../fleet/operator-service.js';
@@ -166,5 +168,6 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
   dashboardRoutes(app, { distDir: deps.dashboardDir });
   instanceRoutes(app, operators, auth, config);
   historyRoutes(app, new HistoryService(store, new HistoryStore(store.kysely, store.dialect), clock, config), auth);
+  replayRoutes(app, new ReplayService(store, new HistoryStore(store.kysely, store.dialect), clock, config), auth);
   return app;
 }

@@ -1,0 +1,155 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ManualClock } from '../clock.js';
+import { loadConfig } from '../config.js';
+import { HistoryStore, type HistorySample } from '../store/history.js';
+import type { FleetStore } from '../store/store.js';
+import { testBackends } from '../test-support/backends.js';
+import { beatsOf, ReplayService } from './replay-service.js';
+
+/**
+ * The replay over a generated history with known answers, on each engine: the samples and savings
+ * are written to the real tables, read back by the service, and every figure is checked exactly.
+ */
+
+const T0 = Date.parse('2026-11-02T08:00:00Z');
+const MIN = 60_000;
+const BEAT = 30_000;
+const alice = { kind: 'operator', owner: 'alice', admin: false } as const;
+const iso = (ms: number) => new Date(ms).toISOString();
+
+/** Beats every 30 s in [from, to), each GPU at `utilization(at)`, no GPU process. */
+function samples(instanceId: number, gpus: number, from: number, to: number, utilization: (at: number) => number): HistorySample[] {
+  const rows: HistorySample[] = [];
+  for (let at = from; at < to; at += BEAT) {
+    for (let gpu = 0; gpu < gpus; gpu++) {
+      rows.push({ instance_id: instanceId, at, gpu_index: gpu, utilization_percent: utilization(at), memory_used_mb: 10, temperature_celsius: 40, power_watts: 60, process_count: 0, active_users: 0 });
+    }
+  }
+  return rows;
+}
+
+for (const backend of await testBackends()) {
+  describe.skipIf(backend.skipReason !== null)(`policy replay over the stored history (${backend.name})`, () => {
+    let db: Awaited<ReturnType<typeof backend.open>>;
+    let store: FleetStore;
+    let service: ReplayService;
+    const clock = new ManualClock(T0 + 3 * 60 * MIN);
+    const config = loadConfig({});
+
+    beforeEach(async () => {
+      db = await backend.open();
+      store = db.store;
+      const history = new HistoryStore(store.kysely, store.dialect);
+      const instance = (instanceId: number, owner: string, pricePerHour: number | null) =>
+        store.insertInstance({ instanceId, owner, agentTokenHash: `hash-${instanceId}`, hostname: `gpu-${instanceId}`, registeredAt: T0, settings: { pricePerHour } });
+      await instance(1, 'alice', 2);
+      await instance(2, 'alice', 1);
+      await instance(3, 'bob', 5);
+      await instance(4, 'alice', null);
+      // The GPU count the replay multiplies by is the instance's (its last beat's).
+      for (const [id, gpus] of [[1, 2], [2, 1], [3, 1], [4, 1]] as const) {
+        const current = (await store.getLifecycle(id))!;
+        await store.updateInstance(id, current.version, {
+          metrics: {
+            agentTimestamp: iso(T0),
+            agentTimestampMs: T0,
+            aggregate: { utilization_percent: 0, memory_used_mb: 0, memory_total_mb: 0, temperature_celsius: 0, power_watts: 0 },
+            gpus: Array.from({ length: gpus }, (_, index) => ({ index })),
+            gpuCount: gpus,
+            processCount: 0,
+            activeUsers: 0,
+            lastActivity: null,
+            agentVersion: null,
+            collectorErrors: [],
+          },
+        });
+      }
+      const end = T0 + 150 * MIN;
+      await history.insertSamples([
+        // Idle two hours, then busy: 2 GPUs at $2/h.
+        ...samples(1, 2, T0, end, (at) => (at < T0 + 120 * MIN ? 1 : 90)),
+        // Busy throughout.
+        ...samples(2, 1, T0, end, () => 60),
+        // Another owner's idle machine: never in alice's replay.
+        ...samples(3, 1, T0, end, () => 0),
+        // Idle 20 minutes, then busy: a 10-minute threshold regrets it, a 30-minute one never fires.
+        ...samples(4, 1, T0, end, (at) => (at < T0 + 20 * MIN ? 2 : 70)),
+      ]);
+      // What actually ran: instance 1 hibernated 0:40–2:00, instance 4 0:12–0:20, bob's machine too.
+      await store.insertSavings({ instance_id: 1, owner: 'alice', kind: 'hibernated', started_at: T0 + 40 * MIN, ended_at: T0 + 120 * MIN, gpu_count: 2, price_per_hour: 2 });
+      await store.insertSavings({ instance_id: 4, owner: 'alice', kind: 'hibernated', started_at: T0 + 12 * MIN, ended_at: T0 + 20 * MIN, gpu_count: 1, price_per_hour: null });
+      await store.insertSavings({ instance_id: 3, owner: 'bob', kind: 'hibernated', started_at: T0, ended_at: T0 + 100 * MIN, gpu_count: 1, price_per_hour: 5 });
+      service = new ReplayService(store, history, clock, config);
+    });
+    afterEach(async () => {
+      await store.close();
+      await db.dispose();
+    });
+
+    it('replays each threshold with exact figures beside what actually ran', async () => {
+      const result = await service.replay(alice, { thresholdMinutes: [10, 30], warningSeconds: 0, regretMinutes: 60, from: T0, to: T0 + 180 * MIN });
+      expect(result.from).toBe(iso(T0));
+      expect(result.to).toBe(iso(T0 + 180 * MIN));
+      expect(result.policies).toEqual([
+        {
+          threshold_minutes: 10,
+          utilization_percent: 5,
+          warning_seconds: 0,
+          // Instance 1 off from 0:10 to 2:00 (1.8333 h × 2 GPUs × $2), instance 4 from 0:10 to 0:20.
+          hibernations: 2,
+          gpu_hours_saved: 3.8334,
+          usd_saved: 3.6667,
+          regrets: [{ instance_id: 4, hibernated_at: iso(T0 + 10 * MIN), busy_again_at: iso(T0 + 20 * MIN) }],
+        },
+        { threshold_minutes: 30, utilization_percent: 5, warning_seconds: 0, hibernations: 1, gpu_hours_saved: 3, usd_saved: 3, regrets: [] },
+      ]);
+      // 1:20 × 2 GPUs × $2 and 0:08 × 1 GPU; the 8-minute stop was woken within the hour: a regret.
+      expect(result.actual).toEqual({
+        hibernations: 2,
+        gpu_hours_saved: 2.8,
+        usd_saved: 2.6667,
+        regrets: [{ instance_id: 4, hibernated_at: iso(T0 + 12 * MIN), busy_again_at: iso(T0 + 20 * MIN) }],
+      });
+    });
+
+    it('the server warning delays each hibernation, and named instances limit the replay', async () => {
+      const result = await service.replay(alice, { thresholdMinutes: [10], regretMinutes: 60, from: T0, to: T0 + 180 * MIN, instanceIds: [1] });
+      // Fired 5 minutes (DUMONT_HIBERNATION_WARNING_SECONDS) after the threshold: off 0:15–2:00.
+      expect(result.policies[0]).toMatchObject({ warning_seconds: 300, hibernations: 1, gpu_hours_saved: 3.5, usd_saved: 3.5, regrets: [] });
+      expect(result.actual).toMatchObject({ hibernations: 1, gpu_hours_saved: 2.6667, regrets: [] });
+    });
+
+    it('refuses what it cannot answer, naming the field, and never shows another owner\'s machine', async () => {
+      const refused = async (query: Parameters<ReplayService['replay']>[1]) => {
+        try {
+          await service.replay(alice, query);
+        } catch (error) {
+          return { code: (error as { code?: string }).code, field: (error as { field?: string }).field };
+        }
+        return null;
+      };
+      expect(await refused({ thresholdMinutes: [0] })).toEqual({ code: 'invalid_request', field: 'threshold_minutes' });
+      expect(await refused({ thresholdMinutes: [] })).toEqual({ code: 'invalid_request', field: 'threshold_minutes' });
+      expect(await refused({ thresholdMinutes: [10], from: T0 + 60 * MIN, to: T0 + 60 * MIN })).toEqual({ code: 'invalid_request', field: 'to' });
+      expect(await refused({ thresholdMinutes: [10], from: clock.now() - 25 * 60 * MIN })).toEqual({ code: 'invalid_request', field: 'from' });
+      expect(await refused({ thresholdMinutes: [10], utilizationPercent: 0 })).toEqual({ code: 'invalid_request', field: 'utilization_percent' });
+      expect(await refused({ thresholdMinutes: [10], instanceIds: [3] })).toEqual({ code: 'not_found', field: 'instance' });
+      expect(await refused({ thresholdMinutes: [10], instanceIds: [99] })).toEqual({ code: 'not_found', field: 'instance' });
+      // An admin sees bob's idle machine too: one more hibernation at the same threshold.
+      const all = await service.replay({ kind: 'operator', owner: 'root', admin: true }, { thresholdMinutes: [30], warningSeconds: 0, from: T0, to: T0 + 180 * MIN });
+      expect(all.policies[0]!.hibernations).toBe(2);
+    });
+  });
+}
+
+describe('beats from stored samples', () => {
+  it('one beat per time, GPUs in index order, no GPU row means unknown utilization', () => {
+    const row = (at: number, gpu_index: number, utilization_percent: number | null) =>
+      ({ instance_id: 1, at, gpu_index, utilization_percent, memory_used_mb: null, temperature_celsius: null, power_watts: null, process_count: 3, active_users: null }) as HistorySample;
+    expect(beatsOf([row(2, 1, 50), row(1, 0, 1), row(2, 0, 2), row(3, -1, null)])).toEqual([
+      { at: 1, utilizations: [1], processCount: 3, lastActivityAt: null },
+      { at: 2, utilizations: [2, 50], processCount: 3, lastActivityAt: null },
+      { at: 3, utilizations: [], processCount: 3, lastActivityAt: null },
+    ]);
+  });
+});

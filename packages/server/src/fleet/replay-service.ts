@@ -1,0 +1,201 @@
+import { DumontError } from '@dumont/protocol';
+import type { Clock } from '../clock.js';
+import type { ServerConfig } from '../config.js';
+import { replay, type ReplayBeat, type ReplayInstance, type ReplayRegret } from '../policy/replay.js';
+import type { HistorySample, HistoryStore } from '../store/history.js';
+import type { FleetStore, InstanceRecord } from '../store/store.js';
+import { canSee, type Operator } from './principal.js';
+import { openIntervals, sumSavings, totalOf } from './savings.js';
+
+export const DEFAULT_REGRET_MINUTES = 60;
+const MINUTE = 60_000;
+const HOUR = 3_600_000;
+const PAGE = 1000;
+
+/** What a replay is asked: one or more thresholds over a range of the recorded history. */
+export interface ReplayQuery {
+  /** Each > 0; fractional minutes are fine. */
+  thresholdMinutes: readonly number[];
+  utilizationPercent?: number | undefined;
+  warningSeconds?: number | undefined;
+  regretMinutes?: number | undefined;
+  /** Server time (ms); default: to = now, from = the start of raw retention. */
+  from?: number | undefined;
+  to?: number | undefined;
+  /** Default: every instance the operator can see. */
+  instanceIds?: readonly number[] | undefined;
+}
+
+export interface ReplayedPolicy {
+  threshold_minutes: number;
+  utilization_percent: number;
+  warning_seconds: number;
+  hibernations: number;
+  gpu_hours_saved: number;
+  usd_saved: number;
+  regrets: ReplayRegret[];
+}
+
+export interface ReplayResponse {
+  from: string;
+  to: string;
+  /** What the policy that ran did over the same range: its hibernated intervals (savings). */
+  actual: Omit<ReplayedPolicy, 'threshold_minutes' | 'utilization_percent' | 'warning_seconds'>;
+  policies: ReplayedPolicy[];
+}
+
+/**
+ * Groups one instance's samples (one row per GPU per beat) into beats. A beat with no GPU row
+ * (`gpu_index` -1) has no known utilization: never idle. History keeps no `last_activity`, so the
+ * replay cannot see logins or notebook activity (see policy/replay.ts).
+ */
+export function beatsOf(samples: readonly HistorySample[]): ReplayBeat[] {
+  const byTime = new Map<number, HistorySample[]>();
+  for (const sample of samples) {
+    const rows = byTime.get(sample.at);
+    if (rows) rows.push(sample);
+    else byTime.set(sample.at, [sample]);
+  }
+  return [...byTime.entries()]
+    .sort(([a], [b]) => a - b)
+    .map(([at, rows]) => ({
+      at,
+      utilizations: rows.filter((r) => r.gpu_index >= 0).sort((a, b) => a.gpu_index - b.gpu_index).map((r) => r.utilization_percent),
+      processCount: rows[0]!.process_count,
+      lastActivityAt: null,
+    }));
+}
+
+/**
+ * `GET /agent/replay` and `dumont-server replay`: the real policy replayed over the recorded raw
+ * history of an operator's instances, for each threshold asked, beside what actually happened.
+ */
+export class ReplayService {
+  constructor(
+    private readonly store: FleetStore,
+    private readonly history: HistoryStore,
+    private readonly clock: Clock,
+    private readonly config: ServerConfig,
+  ) {}
+
+  async replay(operator: Operator, query: ReplayQuery): Promise<ReplayResponse> {
+    const now = this.clock.now();
+    const { from, to, regretMinutes, utilizationPercent, warningSeconds } = this.checked(query, now);
+    const instances = await this.instancesOf(operator, query.instanceIds);
+    const recorded: ReplayInstance[] = [];
+    for (const instance of instances) {
+      recorded.push({
+        instanceId: instance.instanceId,
+        gpuCount: instance.gpuCount,
+        pricePerHour: instance.settings.pricePerHour,
+        beats: beatsOf(await this.history.samples(instance.instanceId, from, to - 1)),
+      });
+    }
+    const settings = {
+      offlineAfterSeconds: this.config.offlineAfterSeconds,
+      hibernateTimeoutSeconds: this.config.hibernateTimeoutSeconds,
+      freshnessSeconds: this.config.freshnessSeconds,
+      wakeTimeoutSeconds: this.config.wakeTimeoutSeconds,
+    };
+    const policies = query.thresholdMinutes.map((thresholdMinutes) => {
+      const report = replay(
+        recorded,
+        { thresholdMinutes, utilizationPercent, warningSeconds, ignoreGpuProcesses: false },
+        { from, to, regretMinutes, settings },
+      );
+      return {
+        threshold_minutes: thresholdMinutes,
+        utilization_percent: utilizationPercent,
+        warning_seconds: warningSeconds,
+        hibernations: report.hibernations,
+        gpu_hours_saved: report.gpu_hours_saved,
+        usd_saved: report.usd_saved,
+        regrets: report.regrets,
+      };
+    });
+    return {
+      from: new Date(from).toISOString(),
+      to: new Date(to).toISOString(),
+      actual: await this.actual(operator, instances, from, to, regretMinutes),
+      policies,
+    };
+  }
+
+  private checked(query: ReplayQuery, now: number) {
+    if (query.thresholdMinutes.length === 0 || query.thresholdMinutes.some((t) => !Number.isFinite(t) || t <= 0)) {
+      throw new DumontError('invalid_request', 'threshold_minutes: one or more numbers of minutes, each > 0', 'threshold_minutes');
+    }
+    const utilizationPercent = query.utilizationPercent ?? this.config.idleUtilizationPercent;
+    if (!Number.isFinite(utilizationPercent) || utilizationPercent <= 0 || utilizationPercent > 100) {
+      throw new DumontError('invalid_request', 'utilization_percent: a number in (0, 100]', 'utilization_percent');
+    }
+    const warningSeconds = query.warningSeconds ?? this.config.hibernationWarningSeconds;
+    if (!Number.isFinite(warningSeconds) || warningSeconds < 0) {
+      throw new DumontError('invalid_request', 'warning_seconds: a number of seconds ≥ 0', 'warning_seconds');
+    }
+    const regretMinutes = query.regretMinutes ?? DEFAULT_REGRET_MINUTES;
+    if (!Number.isFinite(regretMinutes) || regretMinutes < 0) {
+      throw new DumontError('invalid_request', 'regret_minutes: a number of minutes ≥ 0', 'regret_minutes');
+    }
+    const rawSince = now - this.config.historyRawHours * HOUR;
+    const to = query.to ?? now;
+    const from = query.from ?? Math.max(rawSince, to - this.config.historyRawHours * HOUR);
+    if (to <= from) throw new DumontError('invalid_request', 'to: must be after from', 'to');
+    if (from < rawSince) {
+      throw new DumontError(
+        'invalid_request',
+        `from: a replay reads raw samples, kept for ${this.config.historyRawHours} h (DUMONT_HISTORY_RAW_HOURS); start at ${new Date(rawSince).toISOString()} or later`,
+        'from',
+      );
+    }
+    return { from, to, regretMinutes, utilizationPercent, warningSeconds };
+  }
+
+  /** The named instances (each must be visible: another owner's answers as a missing one), or all visible. */
+  private async instancesOf(operator: Operator, ids: readonly number[] | undefined): Promise<InstanceRecord[]> {
+    if (ids !== undefined) {
+      const named: InstanceRecord[] = [];
+      for (const id of new Set(ids)) {
+        const instance = await this.store.getInstance(id);
+        if (!instance || !canSee(operator, instance.owner)) throw new DumontError('not_found', `instance ${id} not found`, 'instance');
+        named.push(instance);
+      }
+      return named;
+    }
+    const all: InstanceRecord[] = [];
+    let after: number | undefined;
+    for (;;) {
+      const page = await this.store.listInstances({ owner: operator.admin ? null : operator.owner, afterInstanceId: after, limit: PAGE });
+      for (const entry of page) {
+        const instance = await this.store.getInstance(entry.instanceId);
+        if (instance) all.push(instance);
+      }
+      if (page.length < PAGE) return all;
+      after = page[page.length - 1]!.instanceId;
+    }
+  }
+
+  /**
+   * What the running policy did: its hibernated intervals that began in the range (counted), their
+   * hours clipped to the range, and as regrets those that ended — the machine woken — within the
+   * regret window.
+   */
+  private async actual(operator: Operator, instances: readonly InstanceRecord[], from: number, to: number, regretMinutes: number) {
+    const ids = new Set(instances.map((i) => i.instanceId));
+    const owner = operator.admin ? null : operator.owner;
+    const [closed, open] = await Promise.all([this.store.listSavings({ owner, from, to }), this.store.listOpenSavings({ owner })]);
+    const intervals = [...closed, ...openIntervals(open, this.clock.now())].filter((i) => i.kind === 'hibernated' && ids.has(i.instance_id));
+    const figures = totalOf(sumSavings(intervals, from, to).values());
+    const began = intervals.filter((i) => i.started_at >= from && i.started_at < to);
+    const regrets = closed
+      .filter((i) => i.kind === 'hibernated' && ids.has(i.instance_id) && i.started_at >= from && i.started_at < to)
+      .filter((i) => i.ended_at - i.started_at <= regretMinutes * MINUTE)
+      .map((i) => ({ instance_id: i.instance_id, hibernated_at: new Date(i.started_at).toISOString(), busy_again_at: new Date(i.ended_at).toISOString() }));
+    return {
+      hibernations: began.length,
+      gpu_hours_saved: figures.gpu_hours_saved,
+      usd_saved: figures.usd_saved,
+      regrets,
+    };
+  }
+}
