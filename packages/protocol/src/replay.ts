@@ -32,11 +32,23 @@ export const ReplayRegret = Type.Object({
 });
 export type ReplayRegret = Static<typeof ReplayRegret>;
 
+/** One instance's share of a policy's figures (instances without a hibernation are left out). */
+export const ReplayInstanceFigures = Type.Object({
+  instance_id: Type.Integer(),
+  hibernations: Type.Integer({ minimum: 0 }),
+  gpu_hours_saved: Type.Number(),
+  usd_saved: Type.Number(),
+  regret_count: Type.Integer({ minimum: 0 }),
+});
+export type ReplayInstanceFigures = Static<typeof ReplayInstanceFigures>;
+
 const ReplayFigures = {
   hibernations: Type.Integer({ minimum: 0 }),
   gpu_hours_saved: Type.Number(),
   usd_saved: Type.Number(),
   regrets: Type.Array(ReplayRegret),
+  /** Per instance, by instance id. */
+  instances: Type.Array(ReplayInstanceFigures),
 };
 
 export const ReplayedPolicy = Type.Object({

@@ -63,12 +63,13 @@ describe('dumont-server replay', () => {
         gpu_hours_saved: round4(hours * 2),
         usd_saved: round4(hours * 2),
         regrets: [{ instance_id: 7, hibernated_at: iso(start + threshold * MIN), busy_again_at: iso(busyAt) }],
+        instances: [{ instance_id: 7, hibernations: 1, gpu_hours_saved: round4(hours * 2), usd_saved: round4(hours * 2), regret_count: 1 }],
       };
     };
     expect(response).toEqual({
       from: iso(start - MIN),
       to: iso(busyAt + 30 * S),
-      actual: { hibernations: 0, gpu_hours_saved: 0, usd_saved: 0, regrets: [] },
+      actual: { hibernations: 0, gpu_hours_saved: 0, usd_saved: 0, regrets: [], instances: [] },
       policies: [policy(10), policy(30)],
     });
   });

@@ -100,8 +100,21 @@ for (const backend of await testBackends()) {
           gpu_hours_saved: 3.8334,
           usd_saved: 3.6667,
           regrets: [{ instance_id: 4, hibernated_at: iso(T0 + 10 * MIN), busy_again_at: iso(T0 + 20 * MIN) }],
+          instances: [
+            { instance_id: 1, hibernations: 1, gpu_hours_saved: 3.6667, usd_saved: 3.6667, regret_count: 0 },
+            { instance_id: 4, hibernations: 1, gpu_hours_saved: 0.1667, usd_saved: 0, regret_count: 1 },
+          ],
         },
-        { threshold_minutes: 30, utilization_percent: 5, warning_seconds: 0, hibernations: 1, gpu_hours_saved: 3, usd_saved: 3, regrets: [] },
+        {
+          threshold_minutes: 30,
+          utilization_percent: 5,
+          warning_seconds: 0,
+          hibernations: 1,
+          gpu_hours_saved: 3,
+          usd_saved: 3,
+          regrets: [],
+          instances: [{ instance_id: 1, hibernations: 1, gpu_hours_saved: 3, usd_saved: 3, regret_count: 0 }],
+        },
       ]);
       // 1:20 × 2 GPUs × $2 and 0:08 × 1 GPU; the 8-minute stop was woken within the hour: a regret.
       expect(result.actual).toEqual({
@@ -109,6 +122,10 @@ for (const backend of await testBackends()) {
         gpu_hours_saved: 2.8,
         usd_saved: 2.6667,
         regrets: [{ instance_id: 4, hibernated_at: iso(T0 + 12 * MIN), busy_again_at: iso(T0 + 20 * MIN) }],
+        instances: [
+          { instance_id: 1, hibernations: 1, gpu_hours_saved: 2.6667, usd_saved: 2.6667, regret_count: 0 },
+          { instance_id: 4, hibernations: 1, gpu_hours_saved: 0.1333, usd_saved: 0, regret_count: 1 },
+        ],
       });
     });
 

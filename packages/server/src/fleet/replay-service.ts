@@ -1,4 +1,4 @@
-import { DumontError } from '@dumont/protocol';
+import { DumontError, type ReplayInstanceFigures } from '@dumont/protocol';
 import type { Clock } from '../clock.js';
 import type { ServerConfig } from '../config.js';
 import { replay, type ReplayBeat, type ReplayInstance, type ReplayRegret } from '../policy/replay.js';
@@ -34,6 +34,8 @@ export interface ReplayedPolicy {
   gpu_hours_saved: number;
   usd_saved: number;
   regrets: ReplayRegret[];
+  /** Per instance, by instance id; instances without a hibernation are left out. */
+  instances: ReplayInstanceFigures[];
 }
 
 export interface ReplayResponse {
@@ -111,6 +113,9 @@ export class ReplayService {
         gpu_hours_saved: report.gpu_hours_saved,
         usd_saved: report.usd_saved,
         regrets: report.regrets,
+        instances: report.instances
+          .filter((i) => i.hibernations > 0)
+          .map((i) => ({ instance_id: i.instance_id, hibernations: i.hibernations, gpu_hours_saved: i.gpu_hours_saved, usd_saved: i.usd_saved, regret_count: i.regrets.length })),
       };
     });
     return {
@@ -185,17 +190,29 @@ export class ReplayService {
     const owner = operator.admin ? null : operator.owner;
     const [closed, open] = await Promise.all([this.store.listSavings({ owner, from, to }), this.store.listOpenSavings({ owner })]);
     const intervals = [...closed, ...openIntervals(open, this.clock.now())].filter((i) => i.kind === 'hibernated' && ids.has(i.instance_id));
-    const figures = totalOf(sumSavings(intervals, from, to).values());
+    const perInstance = sumSavings(intervals, from, to);
+    const figures = totalOf(perInstance.values());
     const began = intervals.filter((i) => i.started_at >= from && i.started_at < to);
     const regrets = closed
       .filter((i) => i.kind === 'hibernated' && ids.has(i.instance_id) && i.started_at >= from && i.started_at < to)
       .filter((i) => i.ended_at - i.started_at <= regretMinutes * MINUTE)
       .map((i) => ({ instance_id: i.instance_id, hibernated_at: new Date(i.started_at).toISOString(), busy_again_at: new Date(i.ended_at).toISOString() }));
+    const count = (rows: readonly { instance_id: number }[], id: number) => rows.filter((r) => r.instance_id === id).length;
+    const byInstance = [...new Set(began.map((i) => i.instance_id))]
+      .sort((a, b) => a - b)
+      .map((id) => ({
+        instance_id: id,
+        hibernations: count(began, id),
+        gpu_hours_saved: perInstance.get(id)?.gpu_hours_saved ?? 0,
+        usd_saved: perInstance.get(id)?.usd_saved ?? 0,
+        regret_count: count(regrets, id),
+      }));
     return {
       hibernations: began.length,
       gpu_hours_saved: figures.gpu_hours_saved,
       usd_saved: figures.usd_saved,
       regrets,
+      instances: byInstance,
     };
   }
 }

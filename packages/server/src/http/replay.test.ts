@@ -69,12 +69,13 @@ for (const backend of await testBackends()) {
           usd_saved: round4(hours * PRICE),
           // Busy again 30 and 10 minutes later: both within the default 60-minute regret window.
           regrets: [{ instance_id: 7, hibernated_at: iso(hibernatedAt), busy_again_at: iso(busyAgainAt) }],
+          instances: [{ instance_id: 7, hibernations: 1, gpu_hours_saved: round4(hours * GPUS), usd_saved: round4(hours * PRICE), regret_count: 1 }],
         };
       };
       expect(res.json).toEqual({
         from: iso(T0 - MIN),
         to: iso(T0 + IDLE_MINUTES * MIN + 30 * S),
-        actual: { hibernations: 0, gpu_hours_saved: 0, usd_saved: 0, regrets: [] },
+        actual: { hibernations: 0, gpu_hours_saved: 0, usd_saved: 0, regrets: [], instances: [] },
         policies: [policy(10), policy(30)],
       });
 
