@@ -1,4 +1,4 @@
-import type { HeartbeatRequest } from '@dumont/protocol';
+import { parseTimestamp, type HeartbeatRequest } from '@dumont/protocol';
 import type { Clock } from '../clock.js';
 import { MAX_ROWS_PER_INSERT, ROLLUP_BUCKET_MS, type HistorySample, type HistoryStore } from '../store/history.js';
 
@@ -32,7 +32,15 @@ const ROLLUP_LOOKBACK_BUCKETS = 3;
 
 /** The rows of one beat: one per GPU; a beat without GPUs still keeps its process count and users. */
 export function samplesOf(instanceId: number, at: number, beat: HeartbeatRequest): HistorySample[] {
-  const instance = { process_count: beat.process_count ?? null, active_users: beat.active_users ?? null };
+  // As the heartbeat maps it for the policy: the activity's age on the agent's clock, from our `at`.
+  const beatAt = parseTimestamp(beat.timestamp);
+  const activity = beat.last_activity ? parseTimestamp(beat.last_activity) : null;
+  const instance = {
+    process_count: beat.process_count ?? null,
+    active_users: beat.active_users ?? null,
+    last_activity_at: activity === null || beatAt === null ? null : at - Math.max(0, beatAt - activity),
+    collector_error: (beat.collector_errors?.length ?? 0) > 0 ? 1 : 0,
+  };
   const gpus = beat.gpus ?? [];
   // Only the aggregate (an older agent): it stands for one GPU, as the instance's gpu_count says.
   const reported = gpus.length > 0 ? gpus : beat.gpu_metrics ? [{ index: 0, ...beat.gpu_metrics }] : [];

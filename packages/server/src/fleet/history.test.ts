@@ -7,7 +7,7 @@ import { createHistoryTables, HistoryStore } from '../store/history.js';
 import type { FleetStore } from '../store/store.js';
 import { testBackends } from '../test-support/backends.js';
 import { TestServer, T0 } from '../test-support/test-server.js';
-import { HistoryRecorder } from './history-recorder.js';
+import { HistoryRecorder, samplesOf } from './history-recorder.js';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -267,3 +267,24 @@ describe('sampling', () => {
   });
 });
 
+
+describe('what a sample keeps for a replay', () => {
+  it('the last activity on the server clock (its age on the agent clock) and whether a collector failed', () => {
+    const beat = {
+      instance_id: 3,
+      timestamp: '2026-11-02T08:10:00Z',
+      last_activity: '2026-11-02T08:09:00Z',
+      gpus: [{ index: 0, utilization_percent: 1 }, { index: 1, utilization_percent: 2 }],
+      collector_errors: [{ collector: 'sessions', message: 'utmp unreadable' }],
+    } as HeartbeatRequest;
+    // The agent's clock runs 5 minutes behind ours: the activity is a minute old either way.
+    const at = Date.parse('2026-11-02T08:15:00Z');
+    const rows = samplesOf(3, at, beat);
+    expect(rows.map((r) => [r.gpu_index, r.last_activity_at, r.collector_error])).toEqual([
+      [0, at - 60_000, 1],
+      [1, at - 60_000, 1],
+    ]);
+    const quiet = samplesOf(3, at, { instance_id: 3, timestamp: '2026-11-02T08:10:00Z' } as HeartbeatRequest);
+    expect(quiet).toMatchObject([{ gpu_index: -1, last_activity_at: null, collector_error: 0 }]);
+  });
+});

@@ -33,21 +33,25 @@ for (const backend of await testBackends()) {
     let db: Awaited<ReturnType<typeof backend.open>>;
     let store: FleetStore;
     let service: ReplayService;
+    let history: HistoryStore;
     const clock = new ManualClock(T0 + 3 * 60 * MIN);
     const config = loadConfig({});
 
     beforeEach(async () => {
       db = await backend.open();
       store = db.store;
-      const history = new HistoryStore(store.kysely, store.dialect);
+      history = new HistoryStore(store.kysely, store.dialect);
       const instance = (instanceId: number, owner: string, pricePerHour: number | null) =>
         store.insertInstance({ instanceId, owner, agentTokenHash: `hash-${instanceId}`, hostname: `gpu-${instanceId}`, registeredAt: T0, settings: { pricePerHour } });
       await instance(1, 'alice', 2);
+      await instance(5, 'alice', null);
+      await instance(6, 'alice', null);
+      await instance(8, 'alice', null);
       await instance(2, 'alice', 1);
       await instance(3, 'bob', 5);
       await instance(4, 'alice', null);
       // The GPU count the replay multiplies by is the instance's (its last beat's).
-      for (const [id, gpus] of [[1, 2], [2, 1], [3, 1], [4, 1]] as const) {
+      for (const [id, gpus] of [[1, 2], [2, 1], [3, 1], [4, 1], [5, 1], [6, 1], [8, 1]] as const) {
         const current = (await store.getLifecycle(id))!;
         await store.updateInstance(id, current.version, {
           metrics: {
@@ -129,6 +133,36 @@ for (const backend of await testBackends()) {
       });
     });
 
+    it('a recorded activity, a collector error or a beat without GPUs keeps a machine from counting as idle', async () => {
+      const end = T0 + 150 * MIN;
+      const at25 = T0 + 25 * MIN;
+      await history.insertSamples([
+        // Someone worked on it until 0:50 (GPUs idle all along): the idle streak starts there.
+        ...samples(5, 1, T0, end, () => 1).map((s) => ({ ...s, last_activity_at: Math.min(s.at, T0 + 50 * MIN), collector_error: 0 })),
+        // A collector failed at 0:25: that beat's facts are unknown, the streak starts again after it.
+        ...samples(6, 1, T0, end, () => 1).map((s) => ({ ...s, last_activity_at: null, collector_error: s.at === at25 ? 1 : 0 })),
+        // The beat at 0:25 reported no GPU at all (only the host row, gpu_index -1).
+        ...samples(8, 1, T0, end, () => 1)
+          .map((s) => (s.at === at25 ? { ...s, gpu_index: -1, utilization_percent: null } : s))
+          .map((s) => ({ ...s, last_activity_at: null, collector_error: 0 })),
+      ]);
+      const result = await service.replay(alice, { thresholdMinutes: [10, 30], warningSeconds: 0, from: T0, to: T0 + 180 * MIN, instanceIds: [5, 6, 8] });
+      const hours = (minutes: number) => Math.round((minutes / 60) * 10_000) / 10_000;
+      // 10 minutes: off at 0:10, and the unknown beat at 0:25 is demand (a regret), then off again at
+      // 0:35:30 until the end. 30 minutes: the unknown beat comes first and restarts the streak.
+      const unknownBeat = (threshold: number) =>
+        threshold === 10
+          ? { hibernations: 2, gpu_hours_saved: hours(15 + 144.5), usd_saved: 0, regret_count: 1 }
+          : { hibernations: 1, gpu_hours_saved: hours(180 - 55.5), usd_saved: 0, regret_count: 0 };
+      const figures = (threshold: number) => [
+        { instance_id: 5, hibernations: 1, gpu_hours_saved: hours(180 - 50 - threshold), usd_saved: 0, regret_count: 0 },
+        { instance_id: 6, ...unknownBeat(threshold) },
+        { instance_id: 8, ...unknownBeat(threshold) },
+      ];
+      expect(result.policies.map((p) => p.instances)).toEqual([figures(10), figures(30)]);
+      expect(result.policies.map((p) => p.gpu_hours_saved)).toEqual([7.3166, 5.8167]);
+    });
+
     it('the server warning delays each hibernation, and named instances limit the replay', async () => {
       const result = await service.replay(alice, { thresholdMinutes: [10], regretMinutes: 60, from: T0, to: T0 + 180 * MIN, instanceIds: [1] });
       // Fired 5 minutes (DUMONT_HIBERNATION_WARNING_SECONDS) after the threshold: off 0:15–2:00.
@@ -163,10 +197,10 @@ describe('beats from stored samples', () => {
   it('one beat per time, GPUs in index order, no GPU row means unknown utilization', () => {
     const row = (at: number, gpu_index: number, utilization_percent: number | null) =>
       ({ instance_id: 1, at, gpu_index, utilization_percent, memory_used_mb: null, temperature_celsius: null, power_watts: null, process_count: 3, active_users: null }) as HistorySample;
-    expect(beatsOf([row(2, 1, 50), row(1, 0, 1), row(2, 0, 2), row(3, -1, null)])).toEqual([
-      { at: 1, utilizations: [1], processCount: 3, lastActivityAt: null },
-      { at: 2, utilizations: [2, 50], processCount: 3, lastActivityAt: null },
-      { at: 3, utilizations: [], processCount: 3, lastActivityAt: null },
+    expect(beatsOf([row(2, 1, 50), row(1, 0, 1), { ...row(2, 0, 2), last_activity_at: 2, collector_error: 1 }, row(3, -1, null)])).toEqual([
+      { at: 1, utilizations: [1], processCount: 3, lastActivityAt: null, collectorError: false },
+      { at: 2, utilizations: [2, 50], processCount: 3, lastActivityAt: 2, collectorError: true },
+      { at: 3, utilizations: [], processCount: 3, lastActivityAt: null, collectorError: false },
     ]);
   });
 });

@@ -48,8 +48,8 @@ export interface ReplayResponse {
 
 /**
  * Groups one instance's samples (one row per GPU per beat) into beats. A beat with no GPU row
- * (`gpu_index` -1) has no known utilization: never idle. History keeps no `last_activity`, so the
- * replay cannot see logins or notebook activity (see policy/replay.ts).
+ * (`gpu_index` -1) has no known utilization: never idle. Its last activity and collector error are
+ * the beat's (every row of a beat carries them); samples from before they were recorded have neither.
  */
 export function beatsOf(samples: readonly HistorySample[]): ReplayBeat[] {
   const byTime = new Map<number, HistorySample[]>();
@@ -64,7 +64,8 @@ export function beatsOf(samples: readonly HistorySample[]): ReplayBeat[] {
       at,
       utilizations: rows.filter((r) => r.gpu_index >= 0).sort((a, b) => a.gpu_index - b.gpu_index).map((r) => r.utilization_percent),
       processCount: rows[0]!.process_count,
-      lastActivityAt: null,
+      lastActivityAt: rows.reduce<number | null>((latest, r) => (r.last_activity_at != null && (latest === null || r.last_activity_at > latest) ? r.last_activity_at : latest), null),
+      collectorError: rows.some((r) => r.collector_error === 1),
     }));
 }
 
@@ -90,7 +91,7 @@ export class ReplayService {
         instanceId: instance.instanceId,
         gpuCount: instance.gpuCount,
         pricePerHour: instance.settings.pricePerHour,
-        beats: beatsOf(await this.history.samples(instance.instanceId, from, to - 1)),
+        beats: beatsOf(await this.history.samples(instance.instanceId, from, to - 1, { beats: true })),
       });
     }
     const settings = {

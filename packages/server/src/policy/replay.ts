@@ -14,8 +14,8 @@ import type { IdleObservation } from './idle-observation.js';
  *   at or before the beat (and, at the end, at or before `to`): a silence as long as the offline
  *   window makes the instance offline exactly as the sweeper would, and silence never counts as idle.
  *   A silence shorter than the offline window does count: idle time is measured between beats.
- * - Each beat is a `heartbeat` whose facts were collected at the beat's time (always fresh), with no
- *   collector error, no hook running and no mass-silence hold, judged with the policy's utilization
+ * - Each beat is a `heartbeat` whose facts were collected at the beat's time (always fresh), with
+ *   its recorded collector error if any, no hook running and no mass-silence hold, judged with the policy's utilization
  *   threshold and `ignoreGpuProcesses`. The instance policy is enabled, without provider or dry-run.
  * - A decision that issues the hibernate command is confirmed by the agent at once (a successful
  *   `hibernate_result` at the same time): a hibernation at that beat. The machine is then off: the
@@ -31,8 +31,9 @@ import type { IdleObservation } from './idle-observation.js';
  * GPU's maximum (and the maximum process count): a beat judged on maxima is idle only if every sample
  * behind it was, so this can only make the replay more cautious. The caller must then spread a bucket
  * into beats at the heartbeat interval: beats further apart than the offline window never form an
- * idle streak. The history keeps neither `last_activity` nor collector errors (pass null): both only
- * ever make a real beat busy, so on such a history the replay may hibernate where the server would not.
+ * idle streak. Samples recorded before migration 0007 keep neither `last_activity` nor collector
+ * errors (pass null / false): both only ever make a real beat busy, so over such samples the replay may
+ * hibernate where the server would not.
  *
  * Figures are rounded to 4 decimals (as fleet/savings.ts); totals are the rounded sum of the rounded
  * per-instance figures, so that they add up like the savings of the policy that actually ran.
@@ -47,6 +48,8 @@ export interface ReplayBeat {
   processCount: number | null;
   /** Last user activity on the server clock (ms), or null. */
   lastActivityAt: number | null;
+  /** A collector failed on this beat: its facts are unknown, so the beat is not idle. */
+  collectorError?: boolean;
 }
 
 export interface ReplayInstance {
@@ -200,7 +203,11 @@ function replayInstance(instance: ReplayInstance, policy: ReplayPolicy, settings
     previousAt = beat.at;
     if (beat.at < from || beat.at >= to) continue;
     replayed += 1;
-    const idleFacts: BeatIdleFacts = { utilizations: beat.utilizations, processCount: beat.processCount, failedCollectors: [] };
+    const idleFacts: BeatIdleFacts = {
+      utilizations: beat.utilizations,
+      processCount: beat.processCount,
+      failedCollectors: beat.collectorError ? ['recorded collector error'] : [],
+    };
     if (offSince !== null) {
       // A stopped machine sends nothing: a recorded idle beat after the hibernation is one the policy
       // would have prevented, not a beat to apply.

@@ -14,7 +14,12 @@ export type HistoryMetric = (typeof HISTORY_METRICS)[number];
  * One GPU of one heartbeat. `gpu_index` -1 holds a beat that reported no GPU at all (its process count
  * and active users are still kept). null = unknown, never zero.
  */
-export type HistorySample = { instance_id: number; at: number; gpu_index: number } & Record<HistoryMetric, number | null>;
+export type HistorySample = { instance_id: number; at: number; gpu_index: number } & Record<HistoryMetric, number | null> & {
+  /** The agent's last activity on the server clock (ms); null when none or not recorded. */
+  last_activity_at?: number | null;
+  /** 1 when a collector failed on this beat (its facts are unknown); null when not recorded. */
+  collector_error?: number | null;
+};
 
 /** Five minutes of one GPU: how many samples, and each metric's min/avg/max over the non-null ones. */
 export type RollupRow = { instance_id: number; bucket_at: number; gpu_index: number; samples: number } & {
@@ -123,15 +128,18 @@ export class HistoryStore {
     return { samples: Number(samples.numDeletedRows), rollups: Number(rollups.numDeletedRows) };
   }
 
-  /** One instance's GPU samples with `from <= at <= to`, oldest first. */
-  async samples(instanceId: number, from: number, to: number): Promise<HistorySample[]> {
+  /**
+   * One instance's samples with `from <= at <= to`, oldest first: its GPUs' only, or with `beats`
+   * also the row of a beat that reported no GPU (`gpu_index` -1), so that every beat is there.
+   */
+  async samples(instanceId: number, from: number, to: number, options: { beats?: boolean } = {}): Promise<HistorySample[]> {
     return this.db
       .selectFrom('metric_samples')
       .selectAll()
       .where('instance_id', '=', instanceId)
       .where('at', '>=', from)
       .where('at', '<=', to)
-      .where('gpu_index', '>=', 0)
+      .where('gpu_index', '>=', options.beats ? -1 : 0)
       .orderBy('at')
       .orderBy('gpu_index')
       .execute() as Promise<HistorySample[]>;

@@ -17,8 +17,9 @@ export async function migrateToLatest(db: Kysely<Database>, dialect: Dialect, sc
     const failed = results?.find((r) => r.status === 'Error');
     if (!error && !failed) return;
     // Kysely looks for its bookkeeping tables by reading the catalogue of every schema; a schema that
-    // someone else drops meanwhile (another database user, a parallel test run) fails that read. Our
-    // own schema cannot vanish under us, so the read is simply tried again.
+    // someone else drops meanwhile (another database user, a parallel test run) fails that read, with
+    // "schema does not exist" or, caught mid-drop, "cache lookup failed". Our own schema cannot vanish
+    // under us, so the read is simply tried again. A failing migration step is never retried.
     if (attempt < 5 && !failed && isOtherSchemaVanished(error, schema)) continue;
     throw new Error(`database migration ${failed?.migrationName ?? ''} failed: ${String(error)}`);
   }
@@ -26,5 +27,6 @@ export async function migrateToLatest(db: Kysely<Database>, dialect: Dialect, sc
 
 function isOtherSchemaVanished(error: unknown, ownSchema: string | undefined): boolean {
   const { code, message } = (error ?? {}) as { code?: string; message?: string };
-  return code === '3F000' && (ownSchema === undefined || !String(message).includes(`"${ownSchema}"`));
+  const vanished = code === '3F000' || code === '42P01' || (code === 'XX000' && /cache lookup failed/.test(String(message)));
+  return vanished && (ownSchema === undefined || !String(message).includes(`"${ownSchema}"`));
 }

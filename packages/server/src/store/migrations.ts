@@ -213,6 +213,14 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex('instances_owner_hostname').on('instances').columns(['owner', 'hostname', 'instance_id']).execute();
       },
     },
+    '0007_history_activity': {
+      async up(db: Kysely<any>) {
+        // What else judged each beat, for a policy replay: the agent's last activity on the server
+        // clock, and whether a collector failed (its facts unknown). Null on samples from before.
+        await db.schema.alterTable('metric_samples').addColumn('last_activity_at', 'bigint').execute();
+        await db.schema.alterTable('metric_samples').addColumn('collector_error', 'integer').execute();
+      },
+    },
   };
 }
 
