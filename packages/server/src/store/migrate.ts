@@ -16,17 +16,21 @@ export async function migrateToLatest(db: Kysely<Database>, dialect: Dialect, sc
     const { error, results } = await migrator.migrateToLatest();
     const failed = results?.find((r) => r.status === 'Error');
     if (!error && !failed) return;
-    // Kysely looks for its bookkeeping tables by reading the catalogue of every schema; a schema that
-    // someone else drops meanwhile (another database user, a parallel test run) fails that read, with
-    // "schema does not exist" or, caught mid-drop, "cache lookup failed". Our own schema cannot vanish
-    // under us, so the read is simply tried again. A failing migration step is never retried.
-    if (attempt < 5 && !failed && isOtherSchemaVanished(error, schema)) continue;
+    // Kysely looks for its bookkeeping tables by reading the tables and columns of every schema; DDL in
+    // another schema meanwhile (another database user, a parallel test run creating or dropping its
+    // own) can fail that read with whatever the catalogue was caught in the middle of: "schema does not
+    // exist", "column … does not exist", "cache lookup failed". The read changes nothing, so it is tried
+    // again, whatever the error; a failing migration step (`failed`) is never retried.
+    if (attempt < 5 && !failed && !namesOwnSchema(error, schema)) {
+      // Long enough for a neighbour's DDL statement to finish.
+      await new Promise((resolve) => setTimeout(resolve, 50 * attempt));
+      continue;
+    }
     throw new Error(`database migration ${failed?.migrationName ?? ''} failed: ${String(error)}`);
   }
 }
 
-function isOtherSchemaVanished(error: unknown, ownSchema: string | undefined): boolean {
-  const { code, message } = (error ?? {}) as { code?: string; message?: string };
-  const vanished = code === '3F000' || code === '42P01' || (code === 'XX000' && /cache lookup failed/.test(String(message)));
-  return vanished && (ownSchema === undefined || !String(message).includes(`"${ownSchema}"`));
+/** An error about our own schema is ours to report, not a neighbour's DDL to wait out. */
+function namesOwnSchema(error: unknown, ownSchema: string | undefined): boolean {
+  return ownSchema !== undefined && String((error as { message?: unknown } | null)?.message).includes(`"${ownSchema}"`);
 }
