@@ -754,7 +754,9 @@ describe('provider, wake, savings and dry-run over random histories', () => {
       fc.property(historyArb, (h) => {
         run(h, reached);
       }),
-      { numRuns: scaled(2000, 50_000) },
+      // 3,000 runs: at 2,000 the stops the provider confirmed (61–84 in twelve runs) sat close to the
+      // bound of 50 below, so an unlucky run could fail it without any invariant broken.
+      { numRuns: scaled(3000, 50_000) },
     );
     // The generator must reach the interesting states, or the invariants say nothing.
     expect(reached.stopsQueued).toBeGreaterThan(100);

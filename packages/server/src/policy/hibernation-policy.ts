@@ -57,6 +57,21 @@ export interface LifecycleFacts {
   savingSince: number | null;
 }
 
+/** A registered instance that never sent a beat (as the store creates it). */
+export const NEVER_SEEN: LifecycleFacts = {
+  status: 'offline',
+  lastHeartbeatAt: null,
+  idleSince: null,
+  scheduledAt: null,
+  postponedUntil: null,
+  hibernateIssuedAt: null,
+  onlineSince: null,
+  offlineSince: null,
+  providerState: null,
+  wakeRequestedAt: null,
+  savingSince: null,
+};
+
 /** The outcome the agent reported for the instance's hibernate command. */
 export interface HibernateReport {
   succeeded: boolean;

@@ -1,5 +1,5 @@
 import { judgeIdle, type BeatIdleFacts, type IdleRule } from '@dumont/protocol';
-import { evaluate, type Decision, type InstancePolicy, type LifecycleFacts, type PolicyInput, type PolicySettings } from './hibernation-policy.js';
+import { evaluate, NEVER_SEEN, type Decision, type InstancePolicy, type PolicyInput, type PolicySettings } from './hibernation-policy.js';
 import type { IdleObservation } from './idle-observation.js';
 
 /**
@@ -117,21 +117,6 @@ const MINUTE = 60_000;
 const round = (n: number) => Math.round(n * 10_000) / 10_000;
 const iso = (ms: number) => new Date(ms).toISOString();
 
-/** A registered instance before its first beat (as the store creates it). */
-const REGISTERED: LifecycleFacts = {
-  status: 'offline',
-  lastHeartbeatAt: null,
-  idleSince: null,
-  scheduledAt: null,
-  postponedUntil: null,
-  hibernateIssuedAt: null,
-  onlineSince: null,
-  offlineSince: null,
-  providerState: null,
-  wakeRequestedAt: null,
-  savingSince: null,
-};
-
 export function replay(instances: readonly ReplayInstance[], policy: ReplayPolicy, options: ReplayOptions): ReplayReport {
   validate(policy, options);
   const settings: PolicySettings = {
@@ -177,7 +162,7 @@ function replayInstance(instance: ReplayInstance, policy: ReplayPolicy, settings
   };
   const rule: IdleRule = { idleUtilizationPercent: policy.utilizationPercent, ignoreGpuProcesses: policy.ignoreGpuProcesses };
 
-  let facts = REGISTERED;
+  let facts = NEVER_SEEN;
   let deadline: number | null = null;
   const apply = (input: PolicyInput, now: number): Decision => {
     const decision = evaluate(facts, instancePolicy, input, settings, now);

@@ -1,6 +1,6 @@
-import type { CommandState, CommandType, EventType, GpuSample, InstanceStatus, ProviderState } from '@dumont/protocol';
+import type { CommandState, CommandType, EventType, GpuMetrics, GpuSample, InstanceStatus, ProviderState } from '@dumont/protocol';
 import type { LifecycleFacts } from '../policy/hibernation-policy.js';
-import type { CommandRow, EventRow, InstanceRow, InstanceUpdate, NewEventRow, NewInstanceRow } from './schema.js';
+import { newInstanceRow, type CommandRow, type EventRow, type InstanceRow, type InstanceUpdate, type NewEventRow, type NewInstanceRow } from './schema.js';
 import type {
   AgentCommand,
   CommandChange,
@@ -90,19 +90,24 @@ export function lifecycleOf(row: LifecycleRow): InstanceLifecycle {
   };
 }
 
+/** The host aggregate of the last beat, as stored. */
+function aggregateOf(row: GpuReadingsRow): Required<GpuMetrics> {
+  return {
+    utilization_percent: row.utilization_percent,
+    memory_used_mb: row.memory_used_mb,
+    memory_total_mb: row.memory_total_mb,
+    temperature_celsius: row.temperature_celsius,
+    power_watts: row.power_watts,
+  };
+}
+
 export function recordOf(row: InstanceRow): InstanceRecord {
   return {
     ...lifecycleOf(row),
     registeredAt: row.registered_at,
     readings: {
       agentTimestamp: row.agent_timestamp,
-      aggregate: {
-        utilization_percent: row.utilization_percent,
-        memory_used_mb: row.memory_used_mb,
-        memory_total_mb: row.memory_total_mb,
-        temperature_celsius: row.temperature_celsius,
-        power_watts: row.power_watts,
-      },
+      aggregate: aggregateOf(row),
       gpus: JSON.parse(row.gpus_json) as GpuSample[],
       gpuCount: row.gpu_count,
       processCount: row.process_count,
@@ -161,26 +166,14 @@ export function columnsOf(change: InstanceChange): InstanceUpdate {
 }
 
 export function newInstanceColumns(instance: NewInstance): NewInstanceRow {
-  const settings = columnsOf({ settings: instance.settings ?? {} });
-  return {
+  return newInstanceRow({
+    ...columnsOf({ settings: instance.settings ?? {} }),
     hostname: instance.hostname,
-    status: 'offline',
-    offline_since: null,
-    hibernation_enabled: 1,
-    ignore_gpu_processes: 0,
-    heartbeat_count: 0,
-    gpus_json: '[]',
-    gpu_count: 0,
-    collector_errors_json: '[]',
-    open_commands: 0,
-    version: 0,
-    dry_run: 0,
-    ...settings,
     instance_id: instance.instanceId,
     owner: instance.owner,
     agent_token_hash: instance.agentTokenHash,
     registered_at: instance.registeredAt,
-  };
+  });
 }
 
 /**
@@ -222,13 +215,7 @@ export function gpuReadingsOf(row: GpuReadingsRow): GpuReadings {
     status: row.status as InstanceStatus,
     scheduledAt: row.scheduled_at,
     gpuCount: row.gpu_count,
-    aggregate: {
-      utilization_percent: row.utilization_percent,
-      memory_used_mb: row.memory_used_mb,
-      memory_total_mb: row.memory_total_mb,
-      temperature_celsius: row.temperature_celsius,
-      power_watts: row.power_watts,
-    },
+    aggregate: aggregateOf(row),
     gpus: JSON.parse(row.gpus_json) as GpuSample[],
   };
 }

@@ -1,4 +1,4 @@
-import type { InstancePolicy, LifecycleFacts, PolicySettings } from '../policy/hibernation-policy.js';
+import type { InstancePolicy, PolicySettings } from '../policy/hibernation-policy.js';
 
 /** The shared starting points of the pure policy's tests. */
 
@@ -19,16 +19,4 @@ export const DEFAULT_SETTINGS: PolicySettings = {
 export const DEFAULT_POLICY: InstancePolicy = { enabled: true, thresholdMinutes: 30, ignoreGpuProcesses: false, stopsThroughProvider: false, dryRun: false };
 
 /** A registered instance that never sent a beat. */
-export const NEVER_SEEN: LifecycleFacts = {
-  status: 'offline',
-  lastHeartbeatAt: null,
-  idleSince: null,
-  scheduledAt: null,
-  postponedUntil: null,
-  hibernateIssuedAt: null,
-  onlineSince: null,
-  offlineSince: null,
-  providerState: null,
-  wakeRequestedAt: null,
-  savingSince: null,
-};
+export { NEVER_SEEN } from '../policy/hibernation-policy.js';
