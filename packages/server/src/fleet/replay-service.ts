@@ -1,11 +1,11 @@
 import { DumontError, type ReplayInstanceFigures } from '@dumont/protocol';
 import type { Clock } from '../clock.js';
 import type { ServerConfig } from '../config.js';
-import { replay, type ReplayBeat, type ReplayInstance, type ReplayRegret } from '../policy/replay.js';
+import { replay, type InstanceReplay, type ReplayBeat, type ReplayInstance, type ReplayRegret } from '../policy/replay.js';
 import type { HistorySample, HistoryStore } from '../store/history.js';
 import type { FleetStore, InstanceRecord } from '../store/store.js';
 import { canSee, type Operator } from './principal.js';
-import { openIntervals, sumSavings, totalOf } from './savings.js';
+import { openIntervals, round, sumSavings, totalOf } from './savings.js';
 
 export const DEFAULT_REGRET_MINUTES = 60;
 const MINUTE = 60_000;
@@ -85,38 +85,42 @@ export class ReplayService {
     const now = this.clock.now();
     const { from, to, regretMinutes, utilizationPercent, warningSeconds } = this.checked(query, now);
     const instances = await this.instancesOf(operator, query.instanceIds);
-    const recorded: ReplayInstance[] = [];
-    for (const instance of instances) {
-      recorded.push({
-        instanceId: instance.instanceId,
-        gpuCount: instance.gpuCount,
-        pricePerHour: instance.settings.pricePerHour,
-        beats: beatsOf(await this.history.samples(instance.instanceId, from, to - 1, { beats: true })),
-      });
-    }
     const settings = {
       offlineAfterSeconds: this.config.offlineAfterSeconds,
       hibernateTimeoutSeconds: this.config.hibernateTimeoutSeconds,
       freshnessSeconds: this.config.freshnessSeconds,
       wakeTimeoutSeconds: this.config.wakeTimeoutSeconds,
     };
-    const policies = query.thresholdMinutes.map((thresholdMinutes) => {
-      const report = replay(
-        recorded,
-        { thresholdMinutes, utilizationPercent, warningSeconds, ignoreGpuProcesses: false },
-        { from, to, regretMinutes, settings },
-      );
+    const replayed = query.thresholdMinutes.map(() => [] as InstanceReplay[]);
+    // One instance at a time: only its samples are in memory, and the event loop (heartbeats) runs
+    // between instances, however large the fleet.
+    for (const instance of instances) {
+      const recorded: ReplayInstance = {
+        instanceId: instance.instanceId,
+        gpuCount: instance.gpuCount,
+        pricePerHour: instance.settings.pricePerHour,
+        beats: beatsOf(await this.history.samples(instance.instanceId, from, to - 1, { beats: true })),
+      };
+      query.thresholdMinutes.forEach((thresholdMinutes, i) => {
+        const report = replay([recorded], { thresholdMinutes, utilizationPercent, warningSeconds, ignoreGpuProcesses: false }, { from, to, regretMinutes, settings });
+        replayed[i]!.push(...report.instances);
+      });
+    }
+    const sum = (figures: readonly InstanceReplay[], key: 'gpu_hours_saved' | 'usd_saved') => round(figures.reduce((total, f) => total + f[key], 0));
+    const policies = query.thresholdMinutes.map((thresholdMinutes, i) => {
+      const perInstance = replayed[i]!;
       return {
         threshold_minutes: thresholdMinutes,
         utilization_percent: utilizationPercent,
         warning_seconds: warningSeconds,
-        hibernations: report.hibernations,
-        gpu_hours_saved: report.gpu_hours_saved,
-        usd_saved: report.usd_saved,
-        regrets: report.regrets,
-        instances: report.instances
-          .filter((i) => i.hibernations > 0)
-          .map((i) => ({ instance_id: i.instance_id, hibernations: i.hibernations, gpu_hours_saved: i.gpu_hours_saved, usd_saved: i.usd_saved, regret_count: i.regrets.length })),
+        hibernations: perInstance.reduce((total, f) => total + f.hibernations, 0),
+        // The rounded sum of the rounded per-instance figures, as policy/replay.ts totals them.
+        gpu_hours_saved: sum(perInstance, 'gpu_hours_saved'),
+        usd_saved: sum(perInstance, 'usd_saved'),
+        regrets: perInstance.flatMap((f) => f.regrets),
+        instances: perInstance
+          .filter((f) => f.hibernations > 0)
+          .map((f) => ({ instance_id: f.instance_id, hibernations: f.hibernations, gpu_hours_saved: f.gpu_hours_saved, usd_saved: f.usd_saved, regret_count: f.regrets.length })),
       };
     });
     return {

@@ -13,7 +13,8 @@ export interface SavingsFigures {
 type Interval = Pick<SavingsRow, 'instance_id' | 'kind' | 'started_at' | 'ended_at' | 'gpu_count' | 'price_per_hour'>;
 
 const HOUR = 3_600_000;
-const round = (n: number) => Math.round(n * 10_000) / 10_000;
+/** Savings figures are kept to 4 decimals. */
+export const round = (n: number) => Math.round(n * 10_000) / 10_000;
 
 export const noSavings = (): SavingsFigures => ({
   hibernated_hours: 0,
