@@ -1,6 +1,6 @@
 import { defineConfig } from 'vitest/config';
 
-const BROWSER_SUITE = 'packages/dashboard/src/dashboard.browser.test.ts';
+const BROWSER_SUITE = 'packages/dashboard/src/*.browser.test.ts';
 
 export default defineConfig({
   test: {

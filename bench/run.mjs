@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // `npm run bench`: the heartbeat benchmark of issue 4. Same load generator, same payloads, side by side:
 // bare node:http, etcd, prometheus-pushgateway, Dumont on SQLite and on PostgreSQL (1 and 3 replicas);
-// a fixed-rate run; the 100k-instance fleet; the agent's footprint. Prints markdown, writes
-// bench/results/<timestamp>.json and (full runs) docs/PERFORMANCE.md. Everything runs on 127.0.0.1.
+// a fixed-rate run; the 100k-instance fleet; the agent's footprint; the hibernation value of a
+// simulated week. Prints markdown, writes bench/results/<timestamp>.json and (full runs)
+// docs/PERFORMANCE.md. Everything runs on 127.0.0.1.
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,6 +14,7 @@ import { formatProfile, summarizeProfile } from './lib/cpu-profile.mjs';
 import { fleetScenario } from './lib/fleet-scenario.mjs';
 import { listScenario } from './lib/list-scenario.mjs';
 import { providerScenario } from './lib/provider-scenario.mjs';
+import { valueScenario } from './lib/value-scenario.mjs';
 import { describeMachine, machineMeter } from './lib/machine.mjs';
 import { benchFleet, etcdRequests, heartbeatRequests, pushgatewayRequests, writeRequestFile } from './lib/payloads.mjs';
 import { cpuMeter, peakRssMb } from './lib/proc-stats.mjs';
@@ -31,7 +33,7 @@ import {
 import { ensureTools } from './lib/tools.mjs';
 import { runWrkSet } from './lib/wrk.mjs';
 
-const TARGETS = ['node-http', 'etcd', 'pushgateway', 'sqlite', 'sqlite-no-history', 'sqlite-fsync', 'pg-1', 'pg-3', 'provider', 'fleet', 'list', 'agent'];
+const TARGETS = ['node-http', 'etcd', 'pushgateway', 'sqlite', 'sqlite-no-history', 'sqlite-fsync', 'pg-1', 'pg-3', 'provider', 'fleet', 'list', 'agent', 'value'];
 const GROUPS = {
   node: ['node-http'],
   bare: ['node-http'],
@@ -44,7 +46,7 @@ const GROUPS = {
 const USAGE = `usage: npm run bench -- [--quick] [--only LIST] [--seconds S] [--fleet N] [--no-docs] [--cpu-prof DIR]
        npm run bench -- --report bench/results/FILE.json [--docs]
 
-  --quick          a few seconds per target and a 10,000-instance fleet (smoke test)
+  --quick          a few seconds per target, a 10,000-instance fleet, one simulated day for value (smoke test)
   --only LIST      comma-separated: ${TARGETS.join(', ')} (groups: sqlite, pg, node, 100k)
   --seconds S      timed seconds per target (default 12; quick 3)
   --fleet N        size of the large fleet (default 100000; quick 10000)
@@ -116,6 +118,11 @@ const options = {
   // Several short runs per scenario: runs of one scenario differ by several per cent on their own.
   providerRounds: quick ? 1 : 3,
   providerSeconds: Number(values.seconds ?? (quick ? 3 : 8)),
+  // The value target: a simulated fleet's week (quick: a day) against the real server, per threshold.
+  valueSeed: 1,
+  valueInstances: 32,
+  valueDays: quick ? 1 : 7,
+  valueThresholds: [10, 30, 60],
 };
 if (!(options.seconds > 0 && options.seconds <= 120) || !(options.fleet >= 100 && options.fleet <= 200_000) || !(options.listFleet >= 100 && options.listFleet <= 200_000)) {
   process.stderr.write(`bench: --seconds must be in (0, 120], --fleet and --list-fleet in [100, 200000]\n`);
@@ -165,6 +172,7 @@ const results = {
   list: null,
   provider: null,
   agent: null,
+  value: null,
   skipped: [],
   profiles: [],
 };
@@ -176,7 +184,7 @@ if (m.busyBeforeRunPercent > 20) {
 }
 
 const wants = (t) => selected.includes(t);
-const wrkTargets = selected.filter((t) => t !== 'fleet' && t !== 'list' && t !== 'agent');
+const wrkTargets = selected.filter((t) => t !== 'fleet' && t !== 'list' && t !== 'agent' && t !== 'value');
 const packages = [];
 if (wrkTargets.length) packages.push('wrk');
 if (wants('etcd')) packages.push('etcd-server');
@@ -433,6 +441,19 @@ if (wants('list') && !interrupted) {
 
 if (wants('agent') && !interrupted) {
   results.agent = await agentFootprint(say);
+}
+
+if (wants('value') && !interrupted) {
+  await runTarget('value', async () => {
+    results.value = await valueScenario({
+      say,
+      seed: options.valueSeed,
+      instances: options.valueInstances,
+      days: options.valueDays,
+      thresholds: options.valueThresholds,
+      parallel: Math.max(1, Math.min(2, results.machine.cpus)),
+    });
+  });
 }
 
 if (cpuProfDir) {

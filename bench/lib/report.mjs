@@ -167,6 +167,39 @@ export function providerTable(p) {
   return `${head}${summary.join('\n')}\n\nEach run:\n\n${runs.join('\n')}`;
 }
 
+/** The value target: one row per threshold, what Dumont reclaimed against the oracle. */
+export function valueTable(v) {
+  const lines = [
+    '| threshold | oracle idle GPU-h | reclaimed GPU-h | share | of it inside the oracle\'s windows | hibernations | busy hibernations | regrets (woken < 60 min; the oracle\'s) | USD saved | oracle USD | wall s | inside share of an oracle at T + warning + 1 beat |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const r of v.rows) {
+    const delayed = r.delayedOracleGpuHours ? `${num((r.insideGpuHours / r.delayedOracleGpuHours) * 100, 1)} % of ${num(r.delayedOracleGpuHours, 1)} (T + ${num(r.delayMinutes, 1)} min)` : '–';
+    const inside = r.insideGpuHours === undefined ? '–' : `${num(r.insideGpuHours, 1)} (${num(r.insideSharePercent, 1)} %)`;
+    lines.push(
+      `| ${r.thresholdMinutes} min | ${num(r.oracleGpuHours, 1)} | ${num(r.reclaimedGpuHours, 1)} | ${r.sharePercent === null ? '–' : `${num(r.sharePercent, 1)} %`} | ${inside} | ` +
+        `${num(r.hibernations)} | ${num(r.busyHibernations)} | ${num(r.regrets)}${r.oracleRegrets === undefined ? '' : ` (${num(r.oracleRegrets)})`} | ${num(r.usdSaved)} | ${num(r.oracleUsd)} | ${num(r.wallSeconds)} | ${delayed} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+/** Per profile and threshold: where the share is lost. */
+export function valueProfileTable(v) {
+  const profiles = v.rows[0].byProfile.map((p) => p.profile);
+  const head = `| profile (instances) | ${v.rows.map((r) => `T=${r.thresholdMinutes}: reclaimed (inside) / oracle GPU-h, stretches > T, hibernations, regrets`).join(' | ')} |`;
+  const lines = [head, `|---|${v.rows.map(() => '---:').join('|')}|`];
+  for (const p of profiles) {
+    const cells = v.rows.map((r) => {
+      const x = r.byProfile.find((y) => y.profile === p);
+      const inside = x.insideGpuHours === undefined ? '' : ` (${num(x.insideGpuHours, 1)}${x.oracleGpuHours > 0 ? `, ${num((x.insideGpuHours / x.oracleGpuHours) * 100)} %` : ''})`;
+      return `${num(x.reclaimedGpuHours, 1)}${inside} / ${num(x.oracleGpuHours, 1)}, ${num(x.oracleStretches)}, ${num(x.hibernations)}, ${num(x.regrets)}`;
+    });
+    lines.push(`| ${p} (${v.rows[0].byProfile.find((y) => y.profile === p).instances}) | ${cells.join(' | ')} |`);
+  }
+  return lines.join('\n');
+}
+
 /** Each target of the issue: met or not, and by how much. */
 export function targetChecks(results) {
   const checks = [];
@@ -245,7 +278,52 @@ export function targetChecks(results) {
       });
     }
   }
+  const v = results.value;
+  if (v?.rows?.length) {
+    for (const r of v.rows) {
+      // Checked on the time reclaimed inside the oracle's windows: time off beyond them (a stopped
+      // flaky machine never reports the unknown readings that cut the oracle's stretches) must not
+      // make up for windows missed elsewhere.
+      const share = r.insideSharePercent ?? r.sharePercent;
+      check(
+        `hibernation value at T=${r.thresholdMinutes} min: share of the oracle's idle GPU-hours reclaimed inside its windows (all off-time: ${num(r.sharePercent, 1)} %)`,
+        num(share, 1),
+        `≥ ${v.target.sharePercent}`,
+        share >= v.target.sharePercent,
+        ' %',
+      );
+      check(`hibernation value at T=${r.thresholdMinutes} min: busy hibernations`, num(r.busyHibernations), `= ${v.target.busyHibernations}`, r.busyHibernations <= v.target.busyHibernations);
+    }
+  }
   return checks;
+}
+
+/** The method of the value target, as the report states it next to its numbers. */
+function valueText(v) {
+  const s = v.settings;
+  const mix = Object.entries(v.profiles)
+    .map(([p, n]) => `${n} ${p}`)
+    .join(', ');
+  const cross = v.rows
+    .map((r) => `T=${r.thresholdMinutes}: server ${num(r.reclaimedGpuHours, 2)} / own ${num(r.ownGpuHours, 2)} GPU-h, ${num(r.serverHibernations)} / ${num(r.hibernations)} hibernations`)
+    .join('; ');
+  const other = v.rows
+    .map(
+      (r) =>
+        `T=${r.thresholdMinutes}: ${num(r.beats)} beats, ${num(r.commandsOnBusyBeat)} hibernate commands on a busy beat, ${num(r.guardRefusals)} refused by the agent's guard, ` +
+        `${num(r.wakes)} wakes, ${num(r.stillOffAtEnd)} still hibernated at the end, ${num(r.errors)} HTTP errors`,
+    )
+    .join('; ');
+  return (
+    `${num(v.instances)} simulated instances (${num(v.gpus)} GPUs: ${mix}; seed ${v.seed}) over ${num(v.days)} simulated day${v.days === 1 ? '' : 's'} in ${v.stepSeconds} s steps, ` +
+    `each threshold a separate run of the real server in-process (SQLite in a temp dir, real HTTP on loopback, provider \`${s.provider}\`, history ${s.history ? 'on' : 'off'}) ` +
+    `on a manual clock moved in lock-step; the server's defaults otherwise: warning ${num(s.hibernationWarningSeconds)} s, idle below ${num(s.idleUtilizationPercent)} %, ` +
+    `beats every ${num(s.heartbeatIntervalSeconds)} s, freshness ${num(s.freshnessSeconds)} s. ${v.parallel} runs at a time; ${num(v.wallSeconds)} s wall in all. ` +
+    'Oracle: every maximal stretch where each GPU is known and below 5 %, no GPU process, no activity, no collector error, longer than T, reclaims (length − T) × GPUs. ' +
+    'Reclaimed: hibernated GPU-hours from the savings API; inside the oracle\'s windows: the part of the time off that falls in some stretch\'s [start + T, end) (what the target is checked on). ' +
+    'Busy hibernation: the trace shows demand (a GPU at 5 % or more, a GPU process or activity; the truth behind unknown readings) at the step the machine stopped.\n\n' +
+    `${valueTable(v)}\n\nPer profile:\n\n${valueProfileTable(v)}\n\nCross-check (savings API vs the simulation's own off-time): ${cross}.\n\nAlso: ${other}.`
+  );
 }
 
 export function markdownReport(results) {
@@ -303,6 +381,7 @@ export function markdownReport(results) {
     const output = results.agent.output?.replace(/^(#{1,3}) /gm, '#### ');
     parts.push(`### Agent footprint\n\n${results.agent.missing ? `Not measured: ${results.agent.missing}.` : `From \`${results.agent.script}\`:\n\n${output}`}`);
   }
+  if (results.value?.rows?.length) parts.push(`### Hibernation value (a simulated fleet against an oracle)\n\n${valueText(results.value)}`);
   const checks = targetChecks(results);
   if (checks.length) parts.push(`### Targets\n\n${checks.map((c) => `- ${c.line}`).join('\n')}`);
   if (results.skipped.length) parts.push(`### Skipped\n\n${results.skipped.map((s) => `- ${s.target}: ${s.reason}`).join('\n')}`);

@@ -5,11 +5,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
+import { build } from 'esbuild';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const BUILD_SCRIPT = fileURLToPath(new URL('../scripts/build.mjs', import.meta.url));
-/** What the page may weigh on the wire, JavaScript alone (Preact and uPlot are about 25 KB of it). */
-const JS_GZIP_BUDGET = 40 * 1024;
+/** What the page may weigh on the wire, JavaScript alone (Preact and uPlot are about 25 KB of it; the Policy page about 3 KB). */
+const JS_GZIP_BUDGET = 44 * 1024;
 
 interface Manifest {
   files: Record<string, { bytes: number; gzip_bytes: number; sha256: string }>;
@@ -48,10 +49,13 @@ describe('dashboard build', () => {
     expect(js.gzip_bytes).toBeLessThan(JS_GZIP_BUDGET);
   });
 
-  it('bundles Preact, uPlot and its CSS, and no TypeBox (the page imports wire types only)', () => {
+  it('bundles Preact, uPlot and its CSS, and no TypeBox (the page imports wire types only)', async () => {
     const js = readFileSync(join(out, 'app.js'), 'utf8');
     const css = readFileSync(join(out, 'app.css'), 'utf8');
-    expect(js).not.toMatch(/\bimport\s*["'{*]|from\s*["']/); // one self-contained module
+    // One self-contained module: esbuild reads it back and finds no import, static or dynamic. (A pattern
+    // over the text would take the page's own strings, such as the query field "from", for an import.)
+    const probe = await build({ stdin: { contents: js, loader: 'js' }, bundle: true, write: false, metafile: true, format: 'esm', logLevel: 'silent', external: ['*'] });
+    expect(Object.values(probe.metafile.inputs).flatMap((input) => input.imports)).toEqual([]);
     expect(js).not.toContain('sinclair');
     expect(js).not.toContain('TypeBox');
     expect(js).not.toContain('sourceMappingURL');

@@ -1,17 +1,12 @@
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium, type Browser, type ConsoleMessage, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey } from '../../server/src/admin-key.js';
 import { SqliteStore } from '../../server/src/store/sqlite-store.js';
 import { TestServer } from '../../server/src/test-support/test-server.js';
-
-/** The page answers at its own pace on a loaded machine: every check of it waits (up to 10 s) instead of reading once. */
-const poll = <T>(read: () => T | Promise<T>, options: { timeout?: number } = {}) =>
-  expect.poll(read, { interval: 50, ...options, timeout: Math.max(10_000, options.timeout ?? 0) });
+import { buildDashboard, chromiumMissing, launchChromium, PageProblems, pixelsOfColour, poll, screenshot, unnamedControls } from './browser-support.js';
 
 /**
  * The dashboard in a real Chromium against the real server over SQLite: a fleet of 21 instances made
@@ -23,22 +18,6 @@ const poll = <T>(read: () => T | Promise<T>, options: { timeout?: number } = {})
 declare const document: any;
 declare const localStorage: Record<string, string>;
 declare const sessionStorage: Record<string, string>;
-interface Canvas {
-  width: number;
-  height: number;
-  getContext(kind: '2d'): { getImageData(x: number, y: number, w: number, h: number): { data: Uint8ClampedArray } } | null;
-}
-
-const CHROMIUM = process.env.DUMONT_CHROMIUM ?? '/usr/bin/chromium';
-const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-const SCREENSHOTS = join(REPO_ROOT, 'test-output', 'dashboard');
-const BUILD_SCRIPT = fileURLToPath(new URL('../scripts/build.mjs', import.meta.url));
-
-const chromiumMissing = !existsSync(CHROMIUM);
-if (chromiumMissing && process.env.CI === 'true') {
-  throw new Error(`${CHROMIUM} is missing; under CI=true the dashboard browser suite must run`);
-}
-if (chromiumMissing) console.warn(`skipping the dashboard browser suite: no Chromium at ${CHROMIUM} (set DUMONT_CHROMIUM)`);
 
 const MINUTE = 60_000;
 
@@ -81,18 +60,16 @@ const beatBody = (id: number, busy: boolean, step: number) => ({
   gpus: gpus(busy, step),
 });
 
-describe.skipIf(chromiumMissing)('dashboard in a real browser', () => {
+describe.skipIf(chromiumMissing('dashboard browser suite'))('dashboard in a real browser', () => {
   let t: TestServer;
   let dataDir: string;
   let browser: Browser;
   let aliceKey: string;
-  const problems: string[] = [];
-  const forgiven: string[] = [];
+  const problems = new PageProblems();
 
   beforeAll(async () => {
     dataDir = mkdtempSync(join(tmpdir(), 'dumont-dashboard-'));
-    // The page under test is the one built from these sources now, not whatever dist/ holds.
-    execFileSync(process.execPath, [BUILD_SCRIPT, '--outdir', join(dataDir, 'ui')], { stdio: 'pipe' });
+    buildDashboard(join(dataDir, 'ui'));
     const store = await SqliteStore.open(join(dataDir, 'dumont.db'));
     t = new TestServer(async () => store);
     t.dashboardDir = join(dataDir, 'ui');
@@ -102,11 +79,7 @@ describe.skipIf(chromiumMissing)('dashboard in a real browser', () => {
     await t.start();
     await seedFleet(seedMinutes);
     await t.server.history.flush();
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      // Chromium's sandbox refuses to start as root (containers); as any other user it stays on.
-      args: process.getuid?.() === 0 ? ['--no-sandbox'] : [],
-    });
+    browser = await launchChromium();
   }, 60_000);
 
   afterAll(async () => {
@@ -161,25 +134,14 @@ describe.skipIf(chromiumMissing)('dashboard in a real browser', () => {
 
   async function openPage(width: number): Promise<Page> {
     const page = await browser.newPage({ viewport: { width, height: 900 }, locale: 'en-US' });
-    page.on('console', (message: ConsoleMessage) => {
-      if (message.type() !== 'error' && message.type() !== 'warning') return;
-      // The browser logs every 4xx itself; steps that provoke one on purpose forgive it (below).
-      const { url } = message.location();
-      problems.push(`console ${message.type()}: ${message.text()} (${url})`);
-    });
-    page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+    // The browser logs every 4xx itself; steps that provoke one on purpose forgive it (below).
+    problems.watch(page);
     await page.goto(t.url);
     return page;
   }
 
-  /**
-   * A step that provokes a refusal on purpose makes the browser log the 4xx itself; only those lines of
-   * that step are dropped, anything else logged stays a failure.
-   */
-  function forgive(path: string) {
-    forgiven.push(`${t.url}${path}`);
-  }
-  const unforgiven = () => problems.filter((p) => !(/status of 4\d\d/.test(p) && forgiven.some((url) => p.includes(url))));
+  /** A step that provokes a refusal on purpose forgives the 4xx the browser logs for that path. */
+  const forgive = (path: string) => problems.forgive(`${t.url}${path}`);
 
   async function logIn(page: Page, key: string) {
     const field = page.getByLabel('API key');
@@ -202,25 +164,6 @@ describe.skipIf(chromiumMissing)('dashboard in a real browser', () => {
   }
   const hostnamesShown = (page: Page) => page.locator('table.instances tbody a').allTextContents();
 
-  /** Every control has a name a screen reader reads out, as Chromium computes it. */
-  async function unnamedControls(page: Page): Promise<string[]> {
-    const cdp = await page.context().newCDPSession(page);
-    const { nodes } = (await cdp.send('Accessibility.getFullAXTree')) as {
-      nodes: { ignored: boolean; role?: { value: string }; name?: { value: string }; backendDOMNodeId?: number }[];
-    };
-    await cdp.detach();
-    const controls = new Set(['button', 'textbox', 'searchbox', 'spinbutton', 'checkbox', 'combobox', 'link', 'radio', 'switch', 'slider']);
-    const missing = nodes.filter((n) => !n.ignored && controls.has(n.role?.value ?? '') && !(n.name?.value ?? '').trim());
-    const controlCount = await page.evaluate(() => document.querySelectorAll('button, input, select, textarea').length);
-    expect(controlCount).toBeGreaterThan(5);
-    return missing.map((n) => `${n.role?.value} #${n.backendDOMNodeId}`);
-  }
-
-  async function screenshot(page: Page, name: string, fullPage = true) {
-    mkdirSync(SCREENSHOTS, { recursive: true });
-    await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage });
-  }
-
   const horizontalOverflow = (page: Page) => page.evaluate(() => document.documentElement.scrollWidth);
 
   // One page walks through the steps in order, as an operator would; each step starts where the last ended.
@@ -231,7 +174,7 @@ describe.skipIf(chromiumMissing)('dashboard in a real browser', () => {
     page = await openPage(1280);
     await page.getByLabel('API key').waitFor();
     // A first visit asks nothing it would be refused: no 4xx logged before anyone typed a key.
-    expect(problems).toEqual([]);
+    expect(problems.logged()).toEqual([]);
     forgive('/api/v1/session');
     await page.getByLabel('API key').fill('dmk_wrong');
     await page.getByRole('button', { name: 'Sign in' }).click();
@@ -325,15 +268,7 @@ describe.skipIf(chromiumMissing)('dashboard in a real browser', () => {
     const lastTemperature = history.gpus[0].points.at(-1).temperature_celsius;
     expect(await temperatureChart.locator('.latest').textContent()).toBe(`${lastTemperature} °C`);
     // The series line is on the canvas: pixels of its colour (#c2410c), which nothing else there uses.
-    const seriesPixels = await temperatureChart.locator('canvas').evaluate((canvas: Canvas) => {
-      const { data } = canvas.getContext('2d')!.getImageData(0, 0, canvas.width, canvas.height);
-      let n = 0;
-      for (let i = 0; i < data.length; i += 4) {
-        if (Math.abs(data[i]! - 0xc2) < 24 && Math.abs(data[i + 1]! - 0x41) < 24 && Math.abs(data[i + 2]! - 0x0c) < 24 && data[i + 3]! > 200) n++;
-      }
-      return n;
-    });
-    expect(seriesPixels).toBeGreaterThan(50);
+    expect(await pixelsOfColour(temperatureChart.locator('canvas'), '#c2410c')).toBeGreaterThan(50);
     await poll(() => page.locator('figure.chart').count()).toBe(8); // 2 GPUs × 4 metrics
     expect(await unnamedControls(page)).toEqual([]);
     await screenshot(page, 'instance-1280');
@@ -455,7 +390,7 @@ describe.skipIf(chromiumMissing)('dashboard in a real browser', () => {
   });
 
   it('logged no console error or warning and threw nothing in the whole run', async () => {
-    expect(unforgiven()).toEqual([]);
+    expect(problems.unforgiven()).toEqual([]);
     await page.close();
   });
 });

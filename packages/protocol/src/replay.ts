@@ -16,7 +16,12 @@ export const ReplayQuery = Type.Object({
   utilization_percent: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 100, description: 'Idle below this GPU utilization; default DUMONT_IDLE_UTILIZATION_PERCENT' })),
   warning_seconds: Type.Optional(Type.Number({ minimum: 0, description: 'Warning before hibernating; default DUMONT_HIBERNATION_WARNING_SECONDS' })),
   regret_minutes: Type.Optional(Type.Number({ minimum: 0, description: 'A hibernation followed by demand within this is a regret; default 60' })),
-  from: Type.Optional(Type.String({ maxLength: 64, description: 'RFC 3339; default the start of raw retention (DUMONT_HISTORY_RAW_HOURS)' })),
+  from: Type.Optional(
+    Type.String({
+      maxLength: 64,
+      description: 'RFC 3339; default the start of raw retention (DUMONT_HISTORY_RAW_HOURS); earlier, down to DUMONT_HISTORY_DAYS, replays the 5-minute rollups',
+    }),
+  ),
   to: Type.Optional(Type.String({ maxLength: 64, description: 'RFC 3339; default now' })),
   instance: Type.Optional(
     Type.String({ maxLength: MAX_REPLAY_LIST_LENGTH, description: 'Comma-separated instance ids; default every instance the caller can see' }),
@@ -62,6 +67,11 @@ export type ReplayedPolicy = Static<typeof ReplayedPolicy>;
 export const ReplayResponse = Type.Object({
   from: IsoTimestamp,
   to: IsoTimestamp,
+  /**
+   * Raw samples (every beat) are replayed from here to `to`; before it, where `from` is earlier, the
+   * beats are rebuilt from 5-minute rollups (each GPU at its maximum: never less cautious).
+   */
+  raw_from: IsoTimestamp,
   /** What the policy that ran did over the same range. */
   actual: Type.Object(ReplayFigures),
   /** One per threshold asked, in the order asked. */

@@ -69,6 +69,7 @@ describe('dumont-server replay', () => {
     expect(response).toEqual({
       from: iso(start - MIN),
       to: iso(busyAt + 30 * S),
+      raw_from: iso(start - MIN),
       actual: { hibernations: 0, gpu_hours_saved: 0, usd_saved: 0, regrets: [], instances: [] },
       policies: [policy(10), policy(30)],
     });
@@ -104,8 +105,8 @@ describe('dumont-server replay', () => {
     const missing = await cli('--instance', '99', ...range).then(() => null, (error: { code: number; stderr: string }) => error);
     expect(missing).toMatchObject({ code: 1 });
     expect(missing!.stderr).toContain('instance 99 not found');
-    const old = await cli('--from', iso(Date.now() - 48 * H)).then(() => null, (error: { code: number; stderr: string }) => error);
+    const old = await cli('--from', iso(Date.now() - 31 * 24 * H)).then(() => null, (error: { code: number; stderr: string }) => error);
     expect(old).toMatchObject({ code: 1 });
-    expect(old!.stderr).toContain('DUMONT_HISTORY_RAW_HOURS');
+    expect(old!.stderr).toContain('DUMONT_HISTORY_DAYS');
   });
 });

@@ -156,5 +156,6 @@ export function replayTable(response: ReplayResponse): string {
   ];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
   const line = (cells: string[]) => cells.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  ').trimEnd();
-  return [`replay ${response.from} .. ${response.to}`, line(header), ...rows.map(line), ''].join('\n');
+  const rolledUp = response.raw_from > response.from ? [`before ${response.raw_from}: beats rebuilt from 5-minute rollups (each GPU at its maximum)`] : [];
+  return [`replay ${response.from} .. ${response.to}`, line(header), ...rows.map(line), ...rolledUp, ''].join('\n');
 }

@@ -4,13 +4,17 @@ import { api, ApiError, errorMessage, setCsrfToken, setUnauthorizedHandler, type
 import { FleetView, INITIAL_FLEET_QUERY, type FleetQuery } from './fleet-view.js';
 import { InstanceView } from './instance-view.js';
 import { Login } from './login.js';
+import { INITIAL_POLICY_QUERY, PolicyView, type PolicyQuery } from './policy-view.js';
 
-type Route = { view: 'fleet' } | { view: 'instance'; instanceId: number };
+type Route = { view: 'fleet' } | { view: 'policy' } | { view: 'instance'; instanceId: number };
 
 function readRoute(): Route {
+  if (location.hash === '#/policy') return { view: 'policy' };
   const match = /^#\/instances\/(\d{1,16})$/.exec(location.hash);
   return match ? { view: 'instance', instanceId: Number(match[1]) } : { view: 'fleet' };
 }
+
+const TITLES = { fleet: 'Fleet', policy: 'Policy' } as const;
 
 function App() {
   // undefined: not asked yet; null: not logged in.
@@ -18,6 +22,7 @@ function App() {
   const [notice, setNotice] = useState<string | null>(null);
   const [route, setRoute] = useState<Route>(readRoute);
   const [fleetQuery, setFleetQuery] = useState<FleetQuery>(INITIAL_FLEET_QUERY);
+  const [policyQuery, setPolicyQuery] = useState<PolicyQuery>(INITIAL_POLICY_QUERY);
 
   const adopt = (next: Session | null) => {
     setCsrfToken(next?.csrf_token ?? null);
@@ -45,7 +50,7 @@ function App() {
   }, []);
 
   useEffect(() => {
-    document.title = route.view === 'instance' ? `Instance ${route.instanceId} · Dumont` : 'Fleet · Dumont';
+    document.title = route.view === 'instance' ? `Instance ${route.instanceId} · Dumont` : `${TITLES[route.view]} · Dumont`;
   }, [route]);
 
   const [logoutError, setLogoutError] = useState<string | null>(null);
@@ -62,6 +67,7 @@ function App() {
     setLogoutError(null);
     setNotice('You are signed out.');
     setFleetQuery(INITIAL_FLEET_QUERY);
+    setPolicyQuery(INITIAL_POLICY_QUERY);
     // Whoever logs in next starts at the fleet, not on the page the last user left open.
     if (location.hash !== '#/') history.replaceState(null, '', '#/');
     setRoute({ view: 'fleet' });
@@ -88,6 +94,14 @@ function App() {
         <a class="brand" href="#/">
           Dumont
         </a>
+        <nav class="views" aria-label="Views">
+          <a href="#/" aria-current={route.view === 'fleet' ? 'page' : undefined}>
+            Fleet
+          </a>
+          <a href="#/policy" aria-current={route.view === 'policy' ? 'page' : undefined}>
+            Policy
+          </a>
+        </nav>
         <div class="who">
           <span>
             {session.owner}
@@ -105,6 +119,8 @@ function App() {
       )}
       {route.view === 'instance' ? (
         <InstanceView key={route.instanceId} instanceId={route.instanceId} />
+      ) : route.view === 'policy' ? (
+        <PolicyView query={policyQuery} setQuery={setPolicyQuery} />
       ) : (
         <FleetView session={session} query={fleetQuery} setQuery={setFleetQuery} />
       )}

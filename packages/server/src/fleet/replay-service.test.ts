@@ -182,7 +182,7 @@ for (const backend of await testBackends()) {
       expect(await refused({ thresholdMinutes: [0] })).toEqual({ code: 'invalid_request', field: 'threshold_minutes' });
       expect(await refused({ thresholdMinutes: [] })).toEqual({ code: 'invalid_request', field: 'threshold_minutes' });
       expect(await refused({ thresholdMinutes: [10], from: T0 + 60 * MIN, to: T0 + 60 * MIN })).toEqual({ code: 'invalid_request', field: 'to' });
-      expect(await refused({ thresholdMinutes: [10], from: clock.now() - 25 * 60 * MIN })).toEqual({ code: 'invalid_request', field: 'from' });
+      expect(await refused({ thresholdMinutes: [10], from: clock.now() - 31 * 24 * 60 * MIN })).toEqual({ code: 'invalid_request', field: 'from' });
       expect(await refused({ thresholdMinutes: [10], utilizationPercent: 0 })).toEqual({ code: 'invalid_request', field: 'utilization_percent' });
       expect(await refused({ thresholdMinutes: [10], instanceIds: [3] })).toEqual({ code: 'not_found', field: 'instance' });
       expect(await refused({ thresholdMinutes: [10], instanceIds: [99] })).toEqual({ code: 'not_found', field: 'instance' });

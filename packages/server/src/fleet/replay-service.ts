@@ -2,7 +2,7 @@ import { DumontError, type ReplayInstanceFigures } from '@dumont/protocol';
 import type { Clock } from '../clock.js';
 import type { ServerConfig } from '../config.js';
 import { replay, type InstanceReplay, type ReplayBeat, type ReplayInstance, type ReplayRegret } from '../policy/replay.js';
-import type { HistorySample, HistoryStore } from '../store/history.js';
+import { ROLLUP_BUCKET_MS, type HistorySample, type HistoryStore, type RollupRow } from '../store/history.js';
 import type { FleetStore, InstanceRecord } from '../store/store.js';
 import { canSee, type Operator } from './principal.js';
 import { openIntervals, round, sumSavings, totalOf } from './savings.js';
@@ -10,6 +10,7 @@ import { openIntervals, round, sumSavings, totalOf } from './savings.js';
 export const DEFAULT_REGRET_MINUTES = 60;
 const MINUTE = 60_000;
 const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
 const PAGE = 1000;
 
 /** What a replay is asked: one or more thresholds over a range of the recorded history. */
@@ -41,6 +42,8 @@ export interface ReplayedPolicy {
 export interface ReplayResponse {
   from: string;
   to: string;
+  /** Beats from here on are raw samples; before it (when from is earlier) they come from rollups. */
+  raw_from: string;
   /** What the policy that ran did over the same range: its hibernated intervals (savings). */
   actual: Omit<ReplayedPolicy, 'threshold_minutes' | 'utilization_percent' | 'warning_seconds'>;
   policies: ReplayedPolicy[];
@@ -70,6 +73,69 @@ export function beatsOf(samples: readonly HistorySample[]): ReplayBeat[] {
 }
 
 /**
+ * Beats made of 5-minute rollups, where the raw samples are gone, never less cautious than the raw
+ * beats they summarise:
+ * - A bucket's samples become as many beats, evenly from its first sample's time to its last: an idle
+ *   streak starts no earlier than the first real beat of its first idle bucket, and stops where the
+ *   beats stopped.
+ * - A bucket in which the instance fell silent for the offline window or longer (or rolled up before
+ *   migration 0008, which kept no silences) is unknown throughout: its beats, a heartbeat interval
+ *   apart, have unknown facts (a collector error). No idle streak runs through it, and a machine the
+ *   replay had stopped counts as woken by it.
+ * - Each GPU is at its maximum, or unknown when any of its samples was unknown or it missed a beat;
+ *   a bucket in which a beat reported no GPU is judged as such a beat throughout. The process count is
+ *   the maximum (unknown if any was); a collector error anywhere in the bucket is on every beat.
+ * - The bucket's latest last activity L is, at each beat, min(L, beat): activity "now" on every beat
+ *   up to it, so no beat before it is ever idle by the activity rule.
+ */
+export function rollupBeatsOf(rows: readonly RollupRow[], timing: { heartbeatIntervalMs: number; offlineAfterMs: number }): ReplayBeat[] {
+  const byBucket = new Map<number, RollupRow[]>();
+  for (const row of rows) {
+    const bucket = byBucket.get(row.bucket_at);
+    if (bucket) bucket.push(row);
+    else byBucket.set(row.bucket_at, [row]);
+  }
+  const beats: ReplayBeat[] = [];
+  for (const [bucketAt, bucket] of [...byBucket.entries()].sort(([a], [b]) => a - b)) {
+    const silence = maxOf(bucket.map((r) => r.silence_max ?? null));
+    const first = minOf(bucket.map((r) => r.first_at ?? null)) ?? bucketAt;
+    const last = maxOf(bucket.map((r) => r.last_at ?? null)) ?? bucketAt + ROLLUP_BUCKET_MS - 1;
+    const known = bucket.every((r) => r.silence_max != null) && silence !== null && silence < timing.offlineAfterMs;
+    const count = Math.max(...bucket.map((r) => r.samples));
+    const gpus = bucket.filter((r) => r.gpu_index >= 0).sort((a, b) => a.gpu_index - b.gpu_index);
+    const noGpuBeat = bucket.some((r) => r.gpu_index < 0);
+    const utilizations = noGpuBeat ? [] : gpus.map((r) => (!known || r.samples < count || (r.utilization_unknown ?? 0) > 0 ? null : r.utilization_percent_max));
+    const processCount = bucket.some((r) => (r.process_count_unknown ?? 0) > 0) ? null : maxOf(bucket.map((r) => r.process_count_max));
+    const collectorError = !known || bucket.some((r) => r.collector_error_max === 1);
+    const lastActivity = maxOf(bucket.map((r) => r.last_activity_at_max ?? null));
+    const times = known ? spread(first, last, count) : spread(first, last, Math.floor((last - first) / timing.heartbeatIntervalMs) + 1);
+    for (const at of times) {
+      beats.push({ at, utilizations, processCount, lastActivityAt: lastActivity === null ? null : Math.min(lastActivity, at), collectorError });
+    }
+  }
+  return beats;
+}
+
+/** `count` distinct whole-ms times from `first` to `last`, evenly (fewer if the span is too short). */
+function spread(first: number, last: number, count: number): number[] {
+  if (count <= 1 || last <= first) return [first];
+  const times: number[] = [];
+  for (let k = 0; k < count; k++) {
+    const at = first + Math.floor((k * (last - first)) / (count - 1));
+    if (times.length === 0 || at > times[times.length - 1]!) times.push(at);
+  }
+  return times;
+}
+
+function minOf(values: readonly (number | null)[]): number | null {
+  return values.reduce<number | null>((min, v) => (v != null && (min === null || v < min) ? v : min), null);
+}
+
+function maxOf(values: readonly (number | null)[]): number | null {
+  return values.reduce<number | null>((max, v) => (v != null && (max === null || v > max) ? v : max), null);
+}
+
+/**
  * `GET /agent/replay` and `dumont-server replay`: the real policy replayed over the recorded raw
  * history of an operator's instances, for each threshold asked, beside what actually happened.
  */
@@ -83,7 +149,8 @@ export class ReplayService {
 
   async replay(operator: Operator, query: ReplayQuery): Promise<ReplayResponse> {
     const now = this.clock.now();
-    const { from, to, regretMinutes, utilizationPercent, warningSeconds } = this.checked(query, now);
+    const { from, to, rawFrom, regretMinutes, utilizationPercent, warningSeconds } = this.checked(query, now);
+    const timing = { heartbeatIntervalMs: this.config.heartbeatIntervalSeconds * 1000, offlineAfterMs: this.config.offlineAfterSeconds * 1000 };
     const instances = await this.instancesOf(operator, query.instanceIds);
     const settings = {
       offlineAfterSeconds: this.config.offlineAfterSeconds,
@@ -99,7 +166,10 @@ export class ReplayService {
         instanceId: instance.instanceId,
         gpuCount: instance.gpuCount,
         pricePerHour: instance.settings.pricePerHour,
-        beats: beatsOf(await this.history.samples(instance.instanceId, from, to - 1, { beats: true })),
+        beats: [
+          ...(from < rawFrom ? rollupBeatsOf(await this.history.rollups(instance.instanceId, from, rawFrom - 1, { beats: true }), timing).filter((b) => b.at < rawFrom) : []),
+          ...(rawFrom < to ? beatsOf(await this.history.samples(instance.instanceId, rawFrom, to - 1, { beats: true })) : []),
+        ],
       };
       query.thresholdMinutes.forEach((thresholdMinutes, i) => {
         const report = replay([recorded], { thresholdMinutes, utilizationPercent, warningSeconds, ignoreGpuProcesses: false }, { from, to, regretMinutes, settings });
@@ -126,6 +196,7 @@ export class ReplayService {
     return {
       from: new Date(from).toISOString(),
       to: new Date(to).toISOString(),
+      raw_from: new Date(Math.min(rawFrom, to)).toISOString(),
       actual: await this.actual(operator, instances, from, to, regretMinutes),
       policies,
     };
@@ -147,18 +218,22 @@ export class ReplayService {
     if (!Number.isFinite(regretMinutes) || regretMinutes < 0) {
       throw new DumontError('invalid_request', 'regret_minutes: a number of minutes ≥ 0', 'regret_minutes');
     }
-    const rawSince = now - this.config.historyRawHours * HOUR;
+    // Raw samples from the first whole bucket inside raw retention on; rollups before it.
+    const rawSince = Math.ceil((now - this.config.historyRawHours * HOUR) / ROLLUP_BUCKET_MS) * ROLLUP_BUCKET_MS;
     const to = query.to ?? now;
     const from = query.from ?? Math.max(rawSince, to - this.config.historyRawHours * HOUR);
     if (to <= from) throw new DumontError('invalid_request', 'to: must be after from', 'to');
-    if (from < rawSince) {
+    // Rollups are kept whole buckets at a time: the oldest whole bucket still kept.
+    const rollupsSince = Math.ceil((now - this.config.historyDays * DAY) / ROLLUP_BUCKET_MS) * ROLLUP_BUCKET_MS;
+    if (from < rollupsSince) {
       throw new DumontError(
         'invalid_request',
-        `from: a replay reads raw samples, kept for ${this.config.historyRawHours} h (DUMONT_HISTORY_RAW_HOURS); start at ${new Date(rawSince).toISOString()} or later`,
+        `from: the history is kept for ${this.config.historyDays} days (DUMONT_HISTORY_DAYS); start at ${new Date(rollupsSince).toISOString()} or later`,
         'from',
       );
     }
-    return { from, to, regretMinutes, utilizationPercent, warningSeconds };
+    const rawFrom = Math.max(from, rawSince);
+    return { from, to, rawFrom, regretMinutes, utilizationPercent, warningSeconds };
   }
 
   /** The named instances (each must be visible: another owner's answers as a missing one), or all visible. */

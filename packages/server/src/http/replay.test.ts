@@ -75,6 +75,8 @@ for (const backend of await testBackends()) {
       expect(res.json).toEqual({
         from: iso(T0 - MIN),
         to: iso(T0 + IDLE_MINUTES * MIN + 30 * S),
+        // Every beat of this range is still raw.
+        raw_from: iso(T0 - MIN),
         actual: { hibernations: 0, gpu_hours_saved: 0, usd_saved: 0, regrets: [], instances: [] },
         policies: [policy(10), policy(30)],
       });
@@ -116,11 +118,11 @@ for (const backend of await testBackends()) {
       const backwards = await replay(`threshold_minutes=10&from=${encodeURIComponent(iso(T0))}&to=${encodeURIComponent(iso(T0))}`);
       expect(backwards.status).toBe(400);
       expect(backwards.json.field).toBe('to');
-      const beyondRetention = t.clock.now() - (t.config.historyRawHours + 1) * H;
+      const beyondRetention = t.clock.now() - (t.config.historyDays * 24 + 1) * H;
       const old = await replay(`threshold_minutes=10&from=${encodeURIComponent(iso(beyondRetention))}`);
       expect(old.status).toBe(400);
       expect(old.json).toMatchObject({ error: 'invalid_request', field: 'from' });
-      expect(old.json.message).toContain('DUMONT_HISTORY_RAW_HOURS');
+      expect(old.json.message).toContain('DUMONT_HISTORY_DAYS');
       const notATime = await replay(`threshold_minutes=10&from=yesterday`);
       expect(notATime.json).toMatchObject({ error: 'invalid_request', field: 'from' });
       const badInstance = await replay(`threshold_minutes=10&instance=7,x`);

@@ -24,9 +24,31 @@ export type HistorySample = { instance_id: number; at: number; gpu_index: number
 /** Five minutes of one GPU: how many samples, and each metric's min/avg/max over the non-null ones. */
 export type RollupRow = { instance_id: number; bucket_at: number; gpu_index: number; samples: number } & {
   [K in `${HistoryMetric}_${'min' | 'avg' | 'max'}`]: number | null;
-};
+} & Partial<Record<RollupFact, number | null>>;
 
-const ROLLUP_VALUE_COLUMNS = HISTORY_METRICS.flatMap((m) => [`${m}_min`, `${m}_avg`, `${m}_max`] as const);
+/**
+ * What else a policy replay needs of a bucket (migration 0008), so that a replay over rollups is never
+ * less cautious than one over the raw beats: the latest last activity, whether any collector failed,
+ * how many samples had an unknown utilization or process count (a maximum alone would hide an
+ * unknown), the longest silence before a sample of the bucket (ms since the instance's previous
+ * sample, a silence that made the server count it offline included), and its first and last sample's
+ * time. Null in buckets rolled up before 0008: a replay takes such a bucket as unknown.
+ */
+export const ROLLUP_FACTS = ['last_activity_at_max', 'collector_error_max', 'utilization_unknown', 'process_count_unknown', 'silence_max', 'first_at', 'last_at'] as const;
+export type RollupFact = (typeof ROLLUP_FACTS)[number];
+
+const ROLLUP_VALUE_COLUMNS = [...HISTORY_METRICS.flatMap((m) => [`${m}_min`, `${m}_avg`, `${m}_max`] as const), ...ROLLUP_FACTS];
+
+/** Adds the replay facts to the rollups (migration 0008). */
+export async function addRollupFacts(db: Kysely<any>): Promise<void> {
+  await db.schema.alterTable('metric_rollups').addColumn('last_activity_at_max', 'bigint').execute();
+  await db.schema.alterTable('metric_rollups').addColumn('collector_error_max', 'integer').execute();
+  await db.schema.alterTable('metric_rollups').addColumn('utilization_unknown', 'integer').execute();
+  await db.schema.alterTable('metric_rollups').addColumn('process_count_unknown', 'integer').execute();
+  await db.schema.alterTable('metric_rollups').addColumn('silence_max', 'bigint').execute();
+  await db.schema.alterTable('metric_rollups').addColumn('first_at', 'bigint').execute();
+  await db.schema.alterTable('metric_rollups').addColumn('last_at', 'bigint').execute();
+}
 
 /**
  * Samples per multi-row INSERT: 9 parameters each stay under SQLite's 32,766 and PostgreSQL's 65,535
@@ -62,7 +84,9 @@ export async function createHistoryTables(db: Kysely<any>, dialect: HistoryDiale
     .addColumn('bucket_at', 'bigint', (c) => c.notNull())
     .addColumn('gpu_index', 'integer', (c) => c.notNull())
     .addColumn('samples', 'integer', (c) => c.notNull());
-  for (const column of ROLLUP_VALUE_COLUMNS) rollups = rollups.addColumn(column, 'double precision');
+  for (const metric of HISTORY_METRICS) {
+    for (const column of [`${metric}_min`, `${metric}_avg`, `${metric}_max`]) rollups = rollups.addColumn(column, 'double precision');
+  }
   rollups = rollups.addPrimaryKeyConstraint('metric_rollups_pk', ['instance_id', 'bucket_at', 'gpu_index']);
   await noRowid(rollups).execute();
 }
@@ -95,19 +119,30 @@ export class HistoryStore {
    */
   async rollUp(from: number, to: number): Promise<number> {
     const bucket = sql.raw(String(ROLLUP_BUCKET_MS));
-    const aggregates = HISTORY_METRICS.map(
-      (m) => sql`min(s.${sql.ref(m)}), cast(avg(s.${sql.ref(m)}) as double precision), max(s.${sql.ref(m)})`,
-    );
+    const aggregates = [
+      ...HISTORY_METRICS.map((m) => sql`min(s.${sql.ref(m)}), cast(avg(s.${sql.ref(m)}) as double precision), max(s.${sql.ref(m)})`),
+      sql`max(s.last_activity_at), max(s.collector_error)`,
+      sql`sum(case when s.utilization_percent is null then 1 else 0 end), sum(case when s.process_count is null then 1 else 0 end)`,
+      sql`max(s.silence), min(s.at), max(s.at)`,
+    ];
     const columns = ['instance_id', 'bucket_at', 'gpu_index', 'samples', ...ROLLUP_VALUE_COLUMNS];
     const updates = ['samples', ...ROLLUP_VALUE_COLUMNS].map((c) => sql`${sql.ref(c)} = excluded.${sql.ref(c)}`);
     // Buckets are aligned to the epoch, so [from, to) is widened to whole buckets.
     const start = Math.floor(from / ROLLUP_BUCKET_MS) * ROLLUP_BUCKET_MS;
     const end = Math.ceil(to / ROLLUP_BUCKET_MS) * ROLLUP_BUCKET_MS;
+    // A sample's silence is the time since the instance's previous sample (rows of one beat share
+    // `at`: 0). One bucket before the range is read for it; a sample with none there had a silence of
+    // at least that long. The window runs in key order (instance, at, gpu): no sort.
+    const lookBack = start - ROLLUP_BUCKET_MS;
     const result = await sql`
       insert into metric_rollups (${sql.join(columns.map((c) => sql.ref(c)))})
       select s.instance_id, (s.at / ${bucket}) * ${bucket}, s.gpu_index, count(*), ${sql.join(aggregates)}
-      from instances i join metric_samples s on s.instance_id = i.instance_id
-      where s.at >= ${start} and s.at < ${end}
+      from (
+        select m.*, m.at - coalesce(lag(m.at) over (partition by m.instance_id order by m.at, m.gpu_index), ${lookBack}) as silence
+        from instances i join metric_samples m on m.instance_id = i.instance_id
+        where m.at >= ${lookBack} and m.at < ${end}
+      ) s
+      where s.at >= ${start}
       group by 1, 2, 3
       on conflict (instance_id, bucket_at, gpu_index) do update set ${sql.join(updates)}`.execute(this.db);
     return Number(result.numAffectedRows ?? 0);
@@ -145,15 +180,18 @@ export class HistoryStore {
       .execute() as Promise<HistorySample[]>;
   }
 
-  /** One instance's GPU rollups of the buckets that overlap [from, to], oldest first. */
-  async rollups(instanceId: number, from: number, to: number): Promise<RollupRow[]> {
+  /**
+   * One instance's GPU rollups of the buckets that overlap [from, to], oldest first; with `beats` also
+   * the rows of beats that reported no GPU (`gpu_index` -1).
+   */
+  async rollups(instanceId: number, from: number, to: number, options: { beats?: boolean } = {}): Promise<RollupRow[]> {
     return this.db
       .selectFrom('metric_rollups')
       .selectAll()
       .where('instance_id', '=', instanceId)
       .where('bucket_at', '>', from - ROLLUP_BUCKET_MS)
       .where('bucket_at', '<=', to)
-      .where('gpu_index', '>=', 0)
+      .where('gpu_index', '>=', options.beats ? -1 : 0)
       .orderBy('bucket_at')
       .orderBy('gpu_index')
       .execute() as Promise<RollupRow[]>;

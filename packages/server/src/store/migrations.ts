@@ -1,6 +1,6 @@
 import { sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
 import { createSessionsTable } from './sessions.js';
-import { createHistoryTables } from './history.js';
+import { addRollupFacts, createHistoryTables } from './history.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -219,6 +219,12 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         // clock, and whether a collector failed (its facts unknown). Null on samples from before.
         await db.schema.alterTable('metric_samples').addColumn('last_activity_at', 'bigint').execute();
         await db.schema.alterTable('metric_samples').addColumn('collector_error', 'integer').execute();
+      },
+    },
+    '0008_rollup_replay_facts': {
+      async up(db: Kysely<any>) {
+        // A policy replay over the rollups, where raw samples are gone (store/history.ts ROLLUP_FACTS).
+        await addRollupFacts(db);
       },
     },
   };
