@@ -3,7 +3,7 @@ import type { Clock } from '../clock.js';
 import type { ServerConfig } from '../config.js';
 import { replay, type InstanceReplay, type ReplayBeat, type ReplayInstance, type ReplayRegret } from '../policy/replay.js';
 import { ROLLUP_BUCKET_MS, type HistorySample, type HistoryStore, type RollupRow } from '../store/history.js';
-import type { FleetStore, InstanceRecord } from '../store/store.js';
+import type { FleetStore } from '../store/store.js';
 import { canSee, type Operator } from './principal.js';
 import { openIntervals, round, sumSavings, totalOf } from './savings.js';
 
@@ -151,7 +151,7 @@ export class ReplayService {
     const now = this.clock.now();
     const { from, to, rawFrom, regretMinutes, utilizationPercent, warningSeconds } = this.checked(query, now);
     const timing = { heartbeatIntervalMs: this.config.heartbeatIntervalSeconds * 1000, offlineAfterMs: this.config.offlineAfterSeconds * 1000 };
-    const instances = await this.instancesOf(operator, query.instanceIds);
+    const ids = await this.idsOf(operator, query.instanceIds);
     const settings = {
       offlineAfterSeconds: this.config.offlineAfterSeconds,
       hibernateTimeoutSeconds: this.config.hibernateTimeoutSeconds,
@@ -161,7 +161,9 @@ export class ReplayService {
     const replayed = query.thresholdMinutes.map(() => [] as InstanceReplay[]);
     // One instance at a time: only its samples are in memory, and the event loop (heartbeats) runs
     // between instances, however large the fleet.
-    for (const instance of instances) {
+    for (const id of ids) {
+      const instance = await this.store.getInstance(id);
+      if (!instance) continue; // deleted since it was listed
       const recorded: ReplayInstance = {
         instanceId: instance.instanceId,
         gpuCount: instance.gpuCount,
@@ -197,7 +199,7 @@ export class ReplayService {
       from: new Date(from).toISOString(),
       to: new Date(to).toISOString(),
       raw_from: new Date(Math.min(rawFrom, to)).toISOString(),
-      actual: await this.actual(operator, instances, from, to, regretMinutes),
+      actual: await this.actual(operator, ids, from, to, regretMinutes),
       policies,
     };
   }
@@ -236,26 +238,25 @@ export class ReplayService {
     return { from, to, rawFrom, regretMinutes, utilizationPercent, warningSeconds };
   }
 
-  /** The named instances (each must be visible: another owner's answers as a missing one), or all visible. */
-  private async instancesOf(operator: Operator, ids: readonly number[] | undefined): Promise<InstanceRecord[]> {
-    if (ids !== undefined) {
-      const named: InstanceRecord[] = [];
-      for (const id of new Set(ids)) {
+  /**
+   * The ids of the named instances (each must be visible: another owner's answers as a missing one),
+   * or of every visible one. Ids only: a large fleet's records are read one at a time as replayed.
+   */
+  private async idsOf(operator: Operator, named: readonly number[] | undefined): Promise<number[]> {
+    if (named !== undefined) {
+      const ids = [...new Set(named)];
+      for (const id of ids) {
         const instance = await this.store.getInstance(id);
         if (!instance || !canSee(operator, instance.owner)) throw new DumontError('not_found', `instance ${id} not found`, 'instance');
-        named.push(instance);
       }
-      return named;
+      return ids;
     }
-    const all: InstanceRecord[] = [];
+    const ids: number[] = [];
     let after: number | undefined;
     for (;;) {
       const page = await this.store.listInstances({ owner: operator.admin ? null : operator.owner, afterInstanceId: after, limit: PAGE });
-      for (const entry of page) {
-        const instance = await this.store.getInstance(entry.instanceId);
-        if (instance) all.push(instance);
-      }
-      if (page.length < PAGE) return all;
+      for (const entry of page) ids.push(entry.instanceId);
+      if (page.length < PAGE) return ids;
       after = page[page.length - 1]!.instanceId;
     }
   }
@@ -265,8 +266,8 @@ export class ReplayService {
    * hours clipped to the range, and as regrets those that ended — the machine woken — within the
    * regret window.
    */
-  private async actual(operator: Operator, instances: readonly InstanceRecord[], from: number, to: number, regretMinutes: number) {
-    const ids = new Set(instances.map((i) => i.instanceId));
+  private async actual(operator: Operator, instanceIds: readonly number[], from: number, to: number, regretMinutes: number) {
+    const ids = new Set(instanceIds);
     const owner = operator.admin ? null : operator.owner;
     const [closed, open] = await Promise.all([this.store.listSavings({ owner, from, to }), this.store.listOpenSavings({ owner })]);
     const intervals = [...closed, ...openIntervals(open, this.clock.now())].filter((i) => i.kind === 'hibernated' && ids.has(i.instance_id));
