@@ -1,3 +1,4 @@
+import type { Kysely } from 'kysely';
 import { judgeIdle } from '@dumont/protocol';
 import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -158,6 +159,19 @@ for (const backend of await testBackends()) {
         { instance_id: 1, hibernations: 1, gpu_hours_saved: 3.5, usd_saved: 3.5, regret_count: 0 },
         { instance_id: 2, hibernations: 1, gpu_hours_saved: 0.8333, usd_saved: 0.8333, regret_count: 0 },
       ]);
+    });
+
+    it('rolls up the same rows one instance per statement as all at once', async () => {
+      await history.insertSamples([...rowsOf(1, steady(2, T0 + 6 * H, T0 + 6 * H + 20 * MIN, () => 3)), ...rowsOf(6, steady(1, T0 + 6 * H + 7 * MIN, T0 + 6 * H + 30 * MIN, () => 40))]);
+      const range = [T0 + 6 * H, T0 + 7 * H] as const;
+      const all = async () => (await Promise.all([1, 2, 6, 8].map((id) => history.rollups(id, range[0], range[1], { beats: true })))).flat();
+      await history.rollUp(...range);
+      const together = await all();
+      expect(new Set(together.map((r) => r.instance_id))).toEqual(new Set([1, 2, 6]));
+      await (store.kysely as Kysely<any>).deleteFrom('metric_rollups').where('bucket_at', '>=', range[0]).execute();
+      expect(await all()).toEqual([]);
+      await history.rollUp(...range, { instancesPerStatement: 1 });
+      expect(await all()).toEqual(together);
     });
 
     it('refuses a range older than the rollups are kept, naming from and the setting', async () => {

@@ -56,6 +56,9 @@ export async function addRollupFacts(db: Kysely<any>): Promise<void> {
  */
 export const MAX_ROWS_PER_INSERT = 2000;
 
+/** Instances rolled up per statement (a few hundred milliseconds at most on SQLite; see `rollUp`). */
+export const ROLLUP_INSTANCES_PER_STATEMENT = 1000;
+
 /**
  * The history tables (migration `0004_metrics_history`). Keyed instance first, then time, so a read of
  * one instance's range, its pruning and its rollup are each one range of the key. No foreign key: a
@@ -116,8 +119,27 @@ export class HistoryStore {
    * (Re)computes the rollups of every bucket that starts in [from, to) from the raw samples, so running
    * it twice over the same buckets, or from two replicas, converges on the same rows. Read through the
    * instances table: each instance's samples are then one range of the key, not a scan of the table.
+   * One statement per `instancesPerStatement` instances, with a turn of the event loop between them:
+   * on SQLite a statement holds the process, and a large fleet's heartbeats must not wait for all of it.
    */
-  async rollUp(from: number, to: number): Promise<number> {
+  async rollUp(from: number, to: number, options: { instancesPerStatement?: number } = {}): Promise<number> {
+    const chunk = options.instancesPerStatement ?? ROLLUP_INSTANCES_PER_STATEMENT;
+    let after: number | null = null;
+    let rows = 0;
+    for (;;) {
+      let page = this.db.selectFrom('instances').select('instance_id').orderBy('instance_id').limit(chunk);
+      if (after !== null) page = page.where('instance_id', '>', after);
+      const ids = (await page.execute()).map((r) => Number(r.instance_id));
+      if (ids.length === 0) return rows;
+      rows += await this.rollUpInstances(from, to, ids[0]!, ids[ids.length - 1]!);
+      if (ids.length < chunk) return rows;
+      after = ids[ids.length - 1]!;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+
+  /** `rollUp` of the instances with ids in [firstId, lastId]. */
+  private async rollUpInstances(from: number, to: number, firstId: number, lastId: number): Promise<number> {
     const bucket = sql.raw(String(ROLLUP_BUCKET_MS));
     const aggregates = [
       ...HISTORY_METRICS.map((m) => sql`min(s.${sql.ref(m)}), cast(avg(s.${sql.ref(m)}) as double precision), max(s.${sql.ref(m)})`),
@@ -140,7 +162,7 @@ export class HistoryStore {
       from (
         select m.*, m.at - coalesce(lag(m.at) over (partition by m.instance_id order by m.at, m.gpu_index), ${lookBack}) as silence
         from instances i join metric_samples m on m.instance_id = i.instance_id
-        where m.at >= ${lookBack} and m.at < ${end}
+        where i.instance_id >= ${firstId} and i.instance_id <= ${lastId} and m.at >= ${lookBack} and m.at < ${end}
       ) s
       where s.at >= ${start}
       group by 1, 2, 3
