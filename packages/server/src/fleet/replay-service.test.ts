@@ -50,8 +50,10 @@ for (const backend of await testBackends()) {
       await instance(2, 'alice', 1);
       await instance(3, 'bob', 5);
       await instance(4, 'alice', null);
+      await instance(9, 'alice', null);
+      await instance(10, 'alice', 3);
       // The GPU count the replay multiplies by is the instance's (its last beat's).
-      for (const [id, gpus] of [[1, 2], [2, 1], [3, 1], [4, 1], [5, 1], [6, 1], [8, 1]] as const) {
+      for (const [id, gpus] of [[1, 2], [2, 1], [3, 1], [4, 1], [5, 1], [6, 1], [8, 1], [9, 1], [10, 1]] as const) {
         const current = (await store.getLifecycle(id))!;
         await store.updateInstance(id, current.version, {
           metrics: {
@@ -161,6 +163,42 @@ for (const backend of await testBackends()) {
       ];
       expect(result.policies.map((p) => p.instances)).toEqual([figures(10), figures(30)]);
       expect(result.policies.map((p) => p.gpu_hours_saved)).toEqual([7.3166, 5.8167]);
+    });
+
+    it('flapping around the utilization threshold, and a silent gap', async () => {
+      const end = T0 + 150 * MIN;
+      await history.insertSamples([
+        // 4.9 % (idle) for 19.5 minutes, then one beat at 5 % (busy), every 20 minutes.
+        ...samples(9, 1, T0, end, (at) => ((at - T0) % (20 * MIN) === 19.5 * MIN ? 5 : 4.9)),
+        // Idle, but silent from 0:20 to 0:40: offline, so silence never counts as idle time.
+        ...samples(10, 1, T0, end, () => 0).filter((s) => s.at < T0 + 20 * MIN || s.at >= T0 + 40 * MIN),
+      ]);
+      const result = await service.replay(alice, { thresholdMinutes: [10, 30], warningSeconds: 0, from: T0, to: T0 + 180 * MIN, instanceIds: [9, 10] });
+      const hours = (minutes: number) => Math.round((minutes / 60) * 10_000) / 10_000;
+      // 10 minutes: instance 9 is stopped 10 minutes into each of its streaks and woken 9.5 minutes
+      // later by the 5 % beat (7 times; the eighth streak ends with the samples, at 2:29:30, before its
+      // 2:30 deadline). Instance 10 is stopped at 0:10, before its silence, and never woken.
+      // 30 minutes: instance 9's streaks are too short; instance 10's restarts after the silence, at 0:40.
+      const flapping = Array.from({ length: 7 }, (_, k) => ({ instance_id: 9, hibernated_at: iso(T0 + (20 * k + 10) * MIN), busy_again_at: iso(T0 + (20 * k + 19.5) * MIN) }));
+      expect(result.policies.map(({ hibernations, gpu_hours_saved, usd_saved, regrets, instances }) => ({ hibernations, gpu_hours_saved, usd_saved, regrets, instances }))).toEqual([
+        {
+          hibernations: 8,
+          gpu_hours_saved: hours(7 * 9.5) + hours(170),
+          usd_saved: 8.5,
+          regrets: flapping,
+          instances: [
+            { instance_id: 9, hibernations: 7, gpu_hours_saved: hours(7 * 9.5), usd_saved: 0, regret_count: 7 },
+            { instance_id: 10, hibernations: 1, gpu_hours_saved: hours(170), usd_saved: 8.5, regret_count: 0 },
+          ],
+        },
+        {
+          hibernations: 1,
+          gpu_hours_saved: hours(110),
+          usd_saved: 5.5,
+          regrets: [],
+          instances: [{ instance_id: 10, hibernations: 1, gpu_hours_saved: hours(110), usd_saved: 5.5, regret_count: 0 }],
+        },
+      ]);
     });
 
     it('the server warning delays each hibernation, and named instances limit the replay', async () => {
