@@ -19,7 +19,9 @@ export interface HistoryRecorderOptions {
   maxPendingSamples?: number;
   /**
    * At most one sample per instance this often: an agent beats every 30 s, and one retrying or beating
-   * faster adds no resolution worth a row per GPU (0 keeps every beat).
+   * faster adds no resolution worth a row per GPU (0 keeps every beat). A beat that may be busier than
+   * the last one kept is kept all the same: a policy replay must see every beat that could have
+   * stopped an idle streak.
    */
   minSampleIntervalMs?: number;
   onError?: (error: unknown, what: 'flush' | 'maintenance') => void;
@@ -59,6 +61,35 @@ export function samplesOf(instanceId: number, at: number, beat: HeartbeatRequest
   }));
 }
 
+/** What of a beat could end an idle streak: unknowns count as the busiest. */
+interface Busyness {
+  at: number;
+  utilization: number;
+  processes: number;
+  activity: number;
+  failed: boolean;
+}
+
+function busynessOf(at: number, samples: readonly HistorySample[]): Busyness {
+  let utilization = -Infinity;
+  for (const s of samples) utilization = Math.max(utilization, s.gpu_index < 0 || s.utilization_percent === null ? Infinity : s.utilization_percent);
+  const first = samples[0]!;
+  return {
+    at,
+    utilization,
+    processes: first.process_count ?? Infinity,
+    activity: first.last_activity_at ?? -Infinity,
+    failed: first.collector_error === 1,
+  };
+}
+
+/** Activity times move with the network's jitter (they are mapped onto the server clock): a second is news. */
+const ACTIVITY_NEWS_MS = 1000;
+
+function mayBeBusier(beat: Busyness, kept: Busyness): boolean {
+  return beat.failed || beat.utilization > kept.utilization || beat.processes > kept.processes || beat.activity > kept.activity + ACTIVITY_NEWS_MS;
+}
+
 /**
  * Keeps every heartbeat's metrics without slowing the heartbeat: `record` only appends to a batch in
  * memory, and the batch is written in one multi-row INSERT every second (or sooner when it is full).
@@ -79,8 +110,8 @@ export class HistoryRecorder {
   private readonly maxPendingSamples: number;
   /** Samples dropped because the database did not take them in time. */
   dropped = 0;
-  /** When each instance's last sample was taken (server time), for `minSampleIntervalMs`. */
-  private readonly lastSampleAt = new Map<number, number>();
+  /** Each instance's last kept sample (server time, and how busy it was), for `minSampleIntervalMs`. */
+  private readonly lastKept = new Map<number, Busyness>();
 
   constructor(
     private readonly history: HistoryStore,
@@ -110,12 +141,14 @@ export class HistoryRecorder {
   /** On the heartbeat's path: no I/O, no await. Once started, a full batch is written at once. */
   record(instanceId: number, at: number, beat: HeartbeatRequest): void {
     const minInterval = this.options.minSampleIntervalMs ?? 0;
+    const samples = samplesOf(instanceId, at, beat);
     if (minInterval > 0) {
-      const last = this.lastSampleAt.get(instanceId);
-      if (last !== undefined && at - last < minInterval && at >= last) return;
-      this.lastSampleAt.set(instanceId, at);
+      const busyness = busynessOf(at, samples);
+      const last = this.lastKept.get(instanceId);
+      if (last !== undefined && at - last.at < minInterval && at >= last.at && !mayBeBusier(busyness, last)) return;
+      this.lastKept.set(instanceId, busyness);
     }
-    for (const sample of samplesOf(instanceId, at, beat)) this.pending.push(sample);
+    for (const sample of samples) this.pending.push(sample);
     if (this.pending.length > this.maxPendingSamples) {
       const excess = this.pending.length - this.maxPendingSamples;
       this.pending.splice(0, excess);
@@ -149,6 +182,8 @@ export class HistoryRecorder {
   }
 
   private async runMaintenance(): Promise<void> {
+    // What is recorded reaches the table before its bucket is rolled up.
+    await this.flush().catch(() => {});
     const now = this.clock.now();
     const closedUntil = Math.floor((now - ROLLUP_GRACE_MS) / ROLLUP_BUCKET_MS) * ROLLUP_BUCKET_MS;
     // After a start, every sample still stored: the server may have been down when its bucket closed,

@@ -8,7 +8,8 @@ import { replay, type ReplayBeat } from '../policy/replay.js';
 import { HistoryStore, type HistorySample, type RollupRow } from '../store/history.js';
 import type { FleetStore } from '../store/store.js';
 import { testBackends } from '../test-support/backends.js';
-import { beatsOf, ReplayService, rollupBeatsOf } from './replay-service.js';
+import { HistoryRecorder } from './history-recorder.js';
+import { beatsOf, MAX_REPLAY_THRESHOLDS, ReplayService, rollupBeatsOf } from './replay-service.js';
 
 /**
  * A replay beyond raw retention reads the 5-minute rollups. These tests write raw samples to the real
@@ -174,6 +175,22 @@ for (const backend of await testBackends()) {
       expect(await all()).toEqual(together);
     });
 
+    it('a bucket partly pruned and rolled up again (a restart) keeps the rollup made while it was whole', async () => {
+      const start = T0 + 6 * H; // instance 2's raw beats, 6:00–6:40
+      await history.rollUp(start, start + 5 * MIN);
+      const whole = await history.rollups(2, start, start + 1);
+      expect(whole).toMatchObject([{ samples: 10, first_at: start, last_at: start + 4.5 * MIN, silence_max: 5 * MIN }]);
+      await history.prune(start + 2.5 * MIN, 0);
+      await history.rollUp(start - 30 * 24 * H, start + 5 * MIN);
+      expect(await history.rollups(2, start, start + 1)).toEqual(whole);
+    });
+
+    it('the history of only a `to`: the raw retention’s length before it, from rollups', async () => {
+      const result = await service.replay(alice, { thresholdMinutes: [10], warningSeconds: 0, to: T0 + 180 * MIN, instanceIds: [1] });
+      expect(result).toMatchObject({ from: iso(T0 + 180 * MIN - 24 * H), to: iso(T0 + 180 * MIN), raw_from: iso(T0 + 180 * MIN) });
+      expect(result.policies[0]!.instances).toEqual([{ instance_id: 1, hibernations: 1, gpu_hours_saved: 3.5, usd_saved: 3.5, regret_count: 0 }]);
+    });
+
     it('refuses a range older than the rollups are kept, naming from and the setting', async () => {
       await expect(service.replay(alice, { thresholdMinutes: [10], from: clock.now() - 31 * 24 * H })).rejects.toMatchObject({ code: 'invalid_request', field: 'from', message: expect.stringContaining('DUMONT_HISTORY_DAYS') });
     });
@@ -312,5 +329,106 @@ describe('a replay over rollups never hibernates where the raw beats were not id
     );
     // The histories are idle enough that the replay does hibernate (else the property says nothing).
     expect(hibernations).toBeGreaterThan(100);
+  });
+});
+
+describe('what the recorder keeps for a replay', () => {
+  let db: Awaited<ReturnType<Awaited<ReturnType<typeof testBackends>>[number]['open']>>;
+  let history: HistoryStore;
+  beforeEach(async () => {
+    db = await (await testBackends()).find((b) => b.name === 'sqlite')!.open();
+    history = new HistoryStore(db.store.kysely, db.store.dialect);
+    await db.store.insertInstance({ instanceId: 1, owner: 'alice', agentTokenHash: 'hash-1', hostname: 'gpu-1', registeredAt: T0, settings: {} });
+  });
+  afterEach(async () => {
+    await db.store.close();
+    await db.dispose();
+  });
+  const beat = (utilization: number | null, processes = 0, lastActivity: string | null = null) => ({
+    hostname: 'gpu-1',
+    timestamp: new Date(T0).toISOString(),
+    instance_id: 1,
+    process_count: processes,
+    ...(lastActivity ? { last_activity: lastActivity } : {}),
+    gpus: [{ index: 0, utilization_percent: utilization }],
+  });
+
+  it('a beat sooner than the sampling interval is kept when it may be busier than the last one kept', async () => {
+    const clock = new ManualClock(T0);
+    const recorder = new HistoryRecorder(history, clock, { historyRawHours: 24, historyDays: 30 }, { minSampleIntervalMs: 15 * S });
+    const at = (seconds: number) => T0 + seconds * S;
+    recorder.record(1, at(0), beat(1));
+    recorder.record(1, at(5), beat(0)); // quieter: dropped
+    recorder.record(1, at(6), beat(60)); // a busy GPU: kept
+    recorder.record(1, at(7), beat(null)); // unknown: kept
+    recorder.record(1, at(8), beat(0, 1)); // a GPU process: kept
+    recorder.record(1, at(9), beat(0, 1, new Date(T0 - 10 * S).toISOString())); // activity 10 s before the beat: kept
+    recorder.record(1, at(10), beat(0, 1, new Date(T0 - 10 * S).toISOString())); // the same activity: dropped
+    recorder.record(1, at(30), beat(0)); // the interval has passed: kept
+    await recorder.flush();
+    expect((await history.samples(1, T0, T0 + H)).map((s) => (s.at - T0) / S)).toEqual([0, 6, 7, 8, 9, 30]);
+  });
+
+  it('maintenance writes what was recorded before it rolls up its bucket', async () => {
+    const clock = new ManualClock(T0);
+    const recorder = new HistoryRecorder(history, clock, { historyRawHours: 24, historyDays: 30 });
+    for (let i = 0; i < 10; i++) recorder.record(1, T0 + i * BEAT, beat(1));
+    clock.set(T0 + 6 * MIN);
+    await recorder.maintain();
+    expect(await history.rollups(1, T0, T0 + 1)).toMatchObject([{ samples: 10 }]);
+  });
+});
+
+describe('the replay service on SQLite', () => {
+  let db: Awaited<ReturnType<Awaited<ReturnType<typeof testBackends>>[number]['open']>>;
+  let service: ReplayService;
+  const clock = new ManualClock(T0 + 3 * H);
+  beforeAll(async () => {
+    db = await (await testBackends()).find((b) => b.name === 'sqlite')!.open();
+    const history = new HistoryStore(db.store.kysely, db.store.dialect);
+    for (const [instanceId, ignoreGpuProcesses] of [[1, false], [2, true], [3, false], [4, false]] as const) {
+      await db.store.insertInstance({ instanceId, owner: 'alice', agentTokenHash: `hash-${instanceId}`, hostname: null, registeredAt: T0, settings: { ignoreGpuProcesses, pricePerHour: 1 } });
+      // Idle GPUs, but a resident GPU process throughout.
+      await history.insertSamples(rowsOf(instanceId, steady(1, T0, T0 + 2 * H, () => 0).map((b) => ({ ...b, processCount: 1 }))));
+    }
+    service = new ReplayService(db.store, history, clock, loadConfig({}));
+  });
+  afterAll(async () => {
+    await db.store.close();
+    await db.dispose();
+  });
+
+  it("judges each instance by its own 'ignore GPU processes' setting, as the running policy does", async () => {
+    const result = await service.replay(alice, { thresholdMinutes: [10], warningSeconds: 0, from: T0, to: T0 + 3 * H });
+    expect(result.policies[0]!.instances.map((i) => i.instance_id)).toEqual([2]);
+  });
+
+  it('a `to` after now is now: nothing that has not happened is counted', async () => {
+    const later = await service.replay(alice, { thresholdMinutes: [10], warningSeconds: 0, from: T0, to: T0 + 1000 * H, instanceIds: [2] });
+    const now = await service.replay(alice, { thresholdMinutes: [10], warningSeconds: 0, from: T0, to: clock.now(), instanceIds: [2] });
+    expect(later.to).toBe(iso(clock.now()));
+    expect(later).toEqual(now);
+    expect(now.policies[0]!.usd_saved).toBe(Math.round(((3 * 60 - 10) / 60) * 10_000) / 10_000);
+  });
+
+  it(`takes at most ${MAX_REPLAY_THRESHOLDS} thresholds, naming the field`, async () => {
+    const thresholds = Array.from({ length: MAX_REPLAY_THRESHOLDS + 1 }, (_, i) => i + 1);
+    await expect(service.replay(alice, { thresholdMinutes: thresholds, from: T0 })).rejects.toMatchObject({ code: 'invalid_request', field: 'threshold_minutes' });
+    expect((await service.replay(alice, { thresholdMinutes: thresholds.slice(1), from: T0 })).policies).toHaveLength(MAX_REPLAY_THRESHOLDS);
+  });
+
+  it('lets the event loop turn between instances (on SQLite every query answers at once)', async () => {
+    let turns = 0;
+    let running = true;
+    const spin = () => {
+      if (!running) return;
+      turns += 1;
+      setImmediate(spin);
+    };
+    setImmediate(spin);
+    const before = turns;
+    await service.replay(alice, { thresholdMinutes: [10, 20, 30], from: T0 });
+    running = false;
+    expect(turns - before).toBeGreaterThanOrEqual(4);
   });
 });

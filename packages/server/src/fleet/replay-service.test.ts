@@ -165,6 +165,22 @@ for (const backend of await testBackends()) {
       expect(result.policies.map((p) => p.gpu_hours_saved)).toEqual([7.3166, 5.8167]);
     });
 
+    it('counts what actually ran as a replayed policy: hibernations that began in the range, regrets woken before `to`', async () => {
+      // Instance 1 was off 0:40–2:00: begun before 1:00, so not in a replay from 1:00, whose policies
+      // cannot save from an earlier hibernation either.
+      const later = await service.replay(alice, { thresholdMinutes: [10], warningSeconds: 0, from: T0 + 60 * MIN, to: T0 + 180 * MIN });
+      expect(later.actual).toEqual({ hibernations: 0, gpu_hours_saved: 0, usd_saved: 0, regrets: [], instances: [] });
+      // Instance 4 was off 0:12–0:20: up to 0:15 it is a hibernation still off, not a regret.
+      const early = await service.replay(alice, { thresholdMinutes: [10], warningSeconds: 0, from: T0, to: T0 + 15 * MIN, instanceIds: [4] });
+      expect(early.actual).toEqual({
+        hibernations: 1,
+        gpu_hours_saved: 0.05,
+        usd_saved: 0,
+        regrets: [],
+        instances: [{ instance_id: 4, hibernations: 1, gpu_hours_saved: 0.05, usd_saved: 0, regret_count: 0 }],
+      });
+    });
+
     it('flapping around the utilization threshold, and a silent gap', async () => {
       const end = T0 + 150 * MIN;
       await history.insertSamples([

@@ -8,6 +8,8 @@ import { canSee, type Operator } from './principal.js';
 import { openIntervals, round, sumSavings, totalOf } from './savings.js';
 
 export const DEFAULT_REGRET_MINUTES = 60;
+/** Each threshold replays every beat of every instance again: a table to choose from, not a sweep. */
+export const MAX_REPLAY_THRESHOLDS = 20;
 const MINUTE = 60_000;
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -162,6 +164,9 @@ export class ReplayService {
     // One instance at a time: only its samples are in memory, and the event loop (heartbeats) runs
     // between instances, however large the fleet.
     for (const id of ids) {
+      // A turn of the event loop per instance: on SQLite every query answers at once, so without it a
+      // replay of a large fleet would hold heartbeats until it is done.
+      await new Promise((resolve) => setImmediate(resolve));
       const instance = await this.store.getInstance(id);
       if (!instance) continue; // deleted since it was listed
       const recorded: ReplayInstance = {
@@ -169,12 +174,16 @@ export class ReplayService {
         gpuCount: instance.gpuCount,
         pricePerHour: instance.settings.pricePerHour,
         beats: [
-          ...(from < rawFrom ? rollupBeatsOf(await this.history.rollups(instance.instanceId, from, rawFrom - 1, { beats: true }), timing).filter((b) => b.at < rawFrom) : []),
+          ...(from < rawFrom
+            ? rollupBeatsOf(await this.history.rollups(instance.instanceId, from, Math.min(rawFrom, to) - 1, { beats: true }), timing).filter((b) => b.at < rawFrom)
+            : []),
           ...(rawFrom < to ? beatsOf(await this.history.samples(instance.instanceId, rawFrom, to - 1, { beats: true })) : []),
         ],
       };
       query.thresholdMinutes.forEach((thresholdMinutes, i) => {
-        const report = replay([recorded], { thresholdMinutes, utilizationPercent, warningSeconds, ignoreGpuProcesses: false }, { from, to, regretMinutes, settings });
+        // The instance's own setting, as the running policy judges it.
+        const policy = { thresholdMinutes, utilizationPercent, warningSeconds, ignoreGpuProcesses: instance.settings.ignoreGpuProcesses };
+        const report = replay([recorded], policy, { from, to, regretMinutes, settings });
         replayed[i]!.push(...report.instances);
       });
     }
@@ -208,6 +217,9 @@ export class ReplayService {
     if (query.thresholdMinutes.length === 0 || query.thresholdMinutes.some((t) => !Number.isFinite(t) || t <= 0)) {
       throw new DumontError('invalid_request', 'threshold_minutes: one or more numbers of minutes, each > 0', 'threshold_minutes');
     }
+    if (query.thresholdMinutes.length > MAX_REPLAY_THRESHOLDS) {
+      throw new DumontError('invalid_request', `threshold_minutes: at most ${MAX_REPLAY_THRESHOLDS} thresholds per replay`, 'threshold_minutes');
+    }
     const utilizationPercent = query.utilizationPercent ?? this.config.idleUtilizationPercent;
     if (!Number.isFinite(utilizationPercent) || utilizationPercent <= 0 || utilizationPercent > 100) {
       throw new DumontError('invalid_request', 'utilization_percent: a number in (0, 100]', 'utilization_percent');
@@ -222,11 +234,14 @@ export class ReplayService {
     }
     // Raw samples from the first whole bucket inside raw retention on; rollups before it.
     const rawSince = Math.ceil((now - this.config.historyRawHours * HOUR) / ROLLUP_BUCKET_MS) * ROLLUP_BUCKET_MS;
-    const to = query.to ?? now;
-    const from = query.from ?? Math.max(rawSince, to - this.config.historyRawHours * HOUR);
-    if (to <= from) throw new DumontError('invalid_request', 'to: must be after from', 'to');
+    // What has not happened yet cannot be replayed, nor counted as saved: a later `to` is now (the
+    // answer's `to` says so).
+    const to = Math.min(query.to ?? now, now);
     // Rollups are kept whole buckets at a time: the oldest whole bucket still kept.
     const rollupsSince = Math.ceil((now - this.config.historyDays * DAY) / ROLLUP_BUCKET_MS) * ROLLUP_BUCKET_MS;
+    // By default the raw retention's length of history before `to` (all of it raw when `to` is now).
+    const from = query.from ?? Math.max(rollupsSince, to === now ? rawSince : to - this.config.historyRawHours * HOUR);
+    if (to <= from) throw new DumontError('invalid_request', 'to: must be after from', 'to');
     if (from < rollupsSince) {
       throw new DumontError(
         'invalid_request',
@@ -261,21 +276,20 @@ export class ReplayService {
     }
   }
 
-  /**
-   * What the running policy did: its hibernated intervals that began in the range (counted), their
-   * hours clipped to the range, and as regrets those that ended — the machine woken — within the
-   * regret window.
-   */
+  /** What the running policy did over the range, counted as a replayed policy is. */
   private async actual(operator: Operator, instanceIds: readonly number[], from: number, to: number, regretMinutes: number) {
     const ids = new Set(instanceIds);
     const owner = operator.admin ? null : operator.owner;
     const [closed, open] = await Promise.all([this.store.listSavings({ owner, from, to }), this.store.listOpenSavings({ owner })]);
-    const intervals = [...closed, ...openIntervals(open, this.clock.now())].filter((i) => i.kind === 'hibernated' && ids.has(i.instance_id));
-    const perInstance = sumSavings(intervals, from, to);
+    // Like a replayed policy: the hibernations that began in the range, their hours up to `to`, and as
+    // regrets those woken within the window and before `to` (a replay cannot see past it either).
+    const began = [...closed, ...openIntervals(open, this.clock.now())].filter(
+      (i) => i.kind === 'hibernated' && ids.has(i.instance_id) && i.started_at >= from && i.started_at < to,
+    );
+    const perInstance = sumSavings(began, from, to);
     const figures = totalOf(perInstance.values());
-    const began = intervals.filter((i) => i.started_at >= from && i.started_at < to);
     const regrets = closed
-      .filter((i) => i.kind === 'hibernated' && ids.has(i.instance_id) && i.started_at >= from && i.started_at < to)
+      .filter((i) => i.kind === 'hibernated' && ids.has(i.instance_id) && i.started_at >= from && i.ended_at < to)
       .filter((i) => i.ended_at - i.started_at <= regretMinutes * MINUTE)
       .map((i) => ({ instance_id: i.instance_id, hibernated_at: new Date(i.started_at).toISOString(), busy_again_at: new Date(i.ended_at).toISOString() }));
     const count = (rows: readonly { instance_id: number }[], id: number) => rows.filter((r) => r.instance_id === id).length;

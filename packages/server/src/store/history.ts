@@ -117,7 +117,9 @@ export class HistoryStore {
 
   /**
    * (Re)computes the rollups of every bucket that starts in [from, to) from the raw samples, so running
-   * it twice over the same buckets, or from two replicas, converges on the same rows. Read through the
+   * it twice over the same buckets, or from two replicas, converges on the same rows. A stored rollup is
+   * replaced only by one of more samples (a late flush folded in): a bucket whose raw samples were
+   * partly pruned, rolled up again after a restart, keeps the rollup made while it was whole. Read through the
    * instances table: each instance's samples are then one range of the key, not a scan of the table.
    * One statement per `instancesPerStatement` instances, with a turn of the event loop between them:
    * on SQLite a statement holds the process, and a large fleet's heartbeats must not wait for all of it.
@@ -166,7 +168,8 @@ export class HistoryStore {
       ) s
       where s.at >= ${start}
       group by 1, 2, 3
-      on conflict (instance_id, bucket_at, gpu_index) do update set ${sql.join(updates)}`.execute(this.db);
+      on conflict (instance_id, bucket_at, gpu_index) do update set ${sql.join(updates)}
+      where excluded.samples > metric_rollups.samples`.execute(this.db);
     return Number(result.numAffectedRows ?? 0);
   }
 
