@@ -1,6 +1,10 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { InstanceId, InstanceStatus, IsoTimestamp, Nullable } from './common.js';
 import { GpuMetrics, GpuSample, CollectorError } from './heartbeat.js';
+import { LabelSelectorQuery, LabelsPatchSchema, LabelsSchema } from './labels.js';
+
+/** The instance's labels, `{}` when none. */
+const LabelsView = Type.Record(Type.String(), Type.String());
 
 /** One row of `GET /api/v1/agent/instances` (the seed's shape plus ignorable extensions). */
 export const InstanceSummary = Type.Object({
@@ -16,6 +20,7 @@ export const InstanceSummary = Type.Object({
   hibernate_in_seconds: Nullable(Type.Integer()),
   /** The hottest GPU's temperature in the last heartbeat, of those that reported one; null when none did. */
   temperature_celsius: Nullable(Type.Number()),
+  labels: LabelsView,
 });
 export type InstanceSummary = Static<typeof InstanceSummary>;
 
@@ -42,6 +47,8 @@ export const ListInstancesQuery = Type.Object({
   limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_PAGE_LIMIT })),
   /** From `next_cursor` of the previous page, asked with the same `sort`. */
   cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 1024 })),
+  /** Label selector terms, all of which must match (labels.ts). */
+  label: Type.Optional(LabelSelectorQuery),
 });
 export type ListInstancesQuery = Static<typeof ListInstancesQuery>;
 
@@ -57,7 +64,7 @@ export type MassSilenceView = Static<typeof MassSilenceView>;
 
 export const ListInstancesResponse = Type.Object({
   instances: Type.Array(InstanceSummary),
-  /** Instances that match `status` and `q`, across all pages (the `*_count` fields ignore both). */
+  /** Instances that match `status`, `q` and `label`, across all pages (the `*_count` fields ignore all three). */
   count: Type.Integer(),
   active_count: Type.Integer(),
   idle_count: Type.Integer(),
@@ -133,6 +140,7 @@ export const InstanceDetail = Type.Object({
   price_per_hour: Nullable(Type.Number()),
   provider: ProviderView,
   savings: InstanceSavings,
+  labels: LabelsView,
 });
 export type InstanceDetail = Static<typeof InstanceDetail>;
 
@@ -174,6 +182,8 @@ export const RegisterInstanceRequest = Type.Object(
     instance_id: InstanceId,
     hostname: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),
     ...ProviderFields,
+    /** Replaces the instance's labels; left out at re-registration, the stored ones stay. */
+    labels: Type.Optional(LabelsSchema),
   },
   { additionalProperties: false },
 );
@@ -207,7 +217,10 @@ export const HibernationPolicyPatch = Type.Object(
 export type HibernationPolicyPatch = Static<typeof HibernationPolicyPatch>;
 
 /** `PATCH /api/v1/agent/instances/{id}`. */
-export const InstancePatch = Type.Object(ProviderFields, { minProperties: 1, additionalProperties: false });
+export const InstancePatch = Type.Object(
+  { ...ProviderFields, labels: Type.Optional(LabelsPatchSchema) },
+  { minProperties: 1, additionalProperties: false },
+);
 export type InstancePatch = Static<typeof InstancePatch>;
 
 /** `POST /api/v1/agent/instances/{id}/wake`: accepted; the first heartbeat makes it `active`. */
@@ -222,6 +235,8 @@ export type WakeResponse = Static<typeof WakeResponse>;
 export const SavingsQuery = Type.Object({
   from: Type.Optional(Type.String({ maxLength: 64 })),
   to: Type.Optional(Type.String({ maxLength: 64 })),
+  /** Only instances matching these label selector terms. */
+  label: Type.Optional(LabelSelectorQuery),
 });
 export type SavingsQuery = Static<typeof SavingsQuery>;
 

@@ -75,11 +75,12 @@ export function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-/** Builds a query string from the parameters that are set. */
-export function query(params: Record<string, string | number | null | undefined>): string {
+/** Builds a query string from the parameters that are set; a list repeats its parameter (`label=a=b&label=c=d`). */
+export function query(params: Record<string, string | number | readonly string[] | null | undefined>): string {
   const search = new URLSearchParams();
   for (const [key, value] of Object.entries(params)) {
-    if (value !== null && value !== undefined && value !== '') search.set(key, String(value));
+    if (Array.isArray(value)) for (const item of value) search.append(key, item);
+    else if (value !== null && value !== undefined && value !== '') search.set(key, String(value));
   }
   const text = search.toString();
   return text ? `?${text}` : '';

@@ -10,7 +10,7 @@ export const PAGE_SIZE = 50;
 const STATUSES = Object.keys(STATUS_LABELS) as InstanceStatus[];
 
 /** A row as listed; `temperature_celsius` is newer than some servers. */
-type Row = InstanceSummary & { temperature_celsius?: number | null };
+type Row = Omit<InstanceSummary, 'labels'> & { temperature_celsius?: number | null; labels?: Record<string, string> };
 
 type SortKey = 'instance_id' | 'hostname' | 'last_heartbeat' | 'idle_seconds' | 'hibernate_in_seconds' | 'gpu_utilization';
 
@@ -18,13 +18,20 @@ type SortKey = 'instance_id' | 'hostname' | 'last_heartbeat' | 'idle_seconds' | 
 export interface FleetQuery {
   status: InstanceStatus | null;
   search: string;
+  /** A label selector as typed: `team=vision, kind=notebook` (every term must match). */
+  labels: string;
   /** A sortable column, `-` first for descending; '' = the server's order (by id). */
   sort: string;
   /** Cursors of the pages before this one, the last being this page's. */
   cursors: string[];
 }
 
-export const INITIAL_FLEET_QUERY: FleetQuery = { status: null, search: '', sort: '', cursors: [] };
+export const INITIAL_FLEET_QUERY: FleetQuery = { status: null, search: '', labels: '', sort: '', cursors: [] };
+
+/** The selector's terms, as the API takes them (one `label=` each). */
+export function selectorTerms(text: string): string[] {
+  return text.split(/[\s,]+/).filter(Boolean);
+}
 
 interface Loaded {
   list: ListInstancesResponse;
@@ -39,13 +46,15 @@ export function FleetView(props: { session: Session; query: FleetQuery; setQuery
   const [savings, setSavings] = useState<SavingsResponse | null>(null);
   const [adding, setAdding] = useState(false);
   const search = useDebounced(q.search.trim(), 300);
+  const selector = useDebounced(q.labels.trim(), 300);
+  const labelTerms = selectorTerms(selector);
   const now = useNow();
   const cursor = q.cursors.at(-1) ?? null;
 
   const refresh = usePoll(
     async (isCurrent) => {
       try {
-        const path = `/api/v1/agent/instances${query({ status: q.status, q: search, sort: q.sort, limit: PAGE_SIZE, cursor })}`;
+        const path = `/api/v1/agent/instances${query({ status: q.status, q: search, label: labelTerms, sort: q.sort, limit: PAGE_SIZE, cursor })}`;
         const list = await api<ListInstancesResponse>('GET', path);
         if (!isCurrent()) return;
         setLoaded({ list, rows: arrange(list.instances, search, q.sort), fetchedAt: Date.now() });
@@ -55,24 +64,26 @@ export function FleetView(props: { session: Session; query: FleetQuery; setQuery
       }
     },
     POLL_MS,
-    [q.status, search, q.sort, cursor],
+    [q.status, search, selector, q.sort, cursor],
   );
   usePoll(
     async (isCurrent) => {
       try {
-        const answer = await api<SavingsResponse>('GET', '/api/v1/agent/savings');
+        // The savings of the instances the selector picks, as the table lists them.
+        const answer = await api<SavingsResponse>('GET', `/api/v1/agent/savings${query({ label: labelTerms })}`);
         if (isCurrent()) setSavings(answer);
       } catch {
-        // The table shows connection trouble; savings stay as last read.
+        // The table shows connection trouble (or the selector's error); savings stay as last read.
       }
     },
     60_000,
-    [],
+    [selector],
   );
 
   const list = loaded?.list;
   const total = list ? STATUSES.reduce((sum, s) => sum + list[`${s}_count`], 0) : null;
   const changeSearch = (search: string) => setQuery({ ...q, search, cursors: [] });
+  const changeLabels = (labels: string) => setQuery({ ...q, labels, cursors: [] });
   const sortBy = (key: SortKey) => setQuery({ ...q, sort: q.sort === key ? `-${key}` : q.sort === `-${key}` ? '' : key, cursors: [] });
 
   return (
@@ -120,6 +131,17 @@ export function FleetView(props: { session: Session; query: FleetQuery; setQuery
             onInput={(e) => changeSearch(e.currentTarget.value)}
           />
         </label>
+        <label class="search">
+          <span>Label selector</span>
+          <input
+            type="search"
+            name="label"
+            placeholder="team=vision, kind=notebook"
+            maxLength={1024}
+            value={q.labels}
+            onInput={(e) => changeLabels(e.currentTarget.value)}
+          />
+        </label>
         <span class="muted" aria-live="polite">
           {list ? pageSummary(list.count, q.cursors.length, loaded.rows.length) : 'Loading…'}
         </span>
@@ -156,6 +178,7 @@ export function FleetView(props: { session: Session; query: FleetQuery; setQuery
                   </td>
                   <td>
                     <a href={`#/instances/${row.instance_id}`}>{text(row.hostname)}</a>
+                    <LabelChips labels={row.labels} />
                   </td>
                   <td class="mono">{row.instance_id}</td>
                   <td class="num">{row.gpu_count > 0 ? row.gpu_count : UNKNOWN}</td>
@@ -279,4 +302,19 @@ function arrange(rows: Row[], search: string, sort: string): Row[] {
     const order = typeof x === 'string' ? (x < (y as string) ? -1 : x > (y as string) ? 1 : 0) : x - (y as number);
     return (descending ? -order : order) || byId;
   });
+}
+
+/** An instance's labels as `key=value` chips; nothing when it has none (or the server is older than labels). */
+export function LabelChips({ labels }: { labels: Record<string, string> | undefined }) {
+  const entries = Object.entries(labels ?? {}).sort(([a], [b]) => (a < b ? -1 : 1));
+  if (entries.length === 0) return null;
+  return (
+    <ul class="labels" aria-label="Labels">
+      {entries.map(([key, value]) => (
+        <li key={key} class="label-chip">
+          {key}={value}
+        </li>
+      ))}
+    </ul>
+  );
 }

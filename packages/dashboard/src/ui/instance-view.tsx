@@ -4,6 +4,7 @@ import { api, ApiError, errorMessage, query } from './api.js';
 import { ConfirmDialog } from './dialog.js';
 import { FieldError } from './field-error.js';
 import { ago, celsius, countdown, date, decimal, duration, percent, text, UNKNOWN, usd } from './format.js';
+import { LabelsEditor } from './labels-editor.js';
 import { HibernationForm } from './hibernation-form.js';
 import { POLL_MS, remaining, useNow, usePoll } from './hooks.js';
 import { MetricsCharts } from './metrics-charts.js';
@@ -115,6 +116,8 @@ export function InstanceView({ instanceId }: { instanceId: number }) {
       </div>
 
       <MetricsCharts instanceId={instanceId} />
+
+      <LabelsEditor detail={detail} base={base} onSaved={refresh} />
 
       <div class="columns">
         <HibernationForm detail={detail} base={base} onSaved={refresh} />

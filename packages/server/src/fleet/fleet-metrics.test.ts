@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../clock.js';
 import { newInstanceRow } from '../store/schema.js';
 import { SqliteStore } from '../store/sqlite-store.js';
-import { escapeLabel, FleetMetrics } from './fleet-metrics.js';
+import { escapeLabel, FleetMetrics, labelPairs } from './fleet-metrics.js';
 
 const T0 = Date.parse('2026-03-01T12:00:00Z');
 const gpus = (n: number) =>
@@ -55,5 +55,35 @@ describe('FleetMetrics scrape', () => {
     await rowsOf(store).insertInstanceRow(newInstanceRow({ instance_id: 9, owner: 'alice', agent_token_hash: 'h9', registered_at: T0, hostname: 'rack "7" \\ left', status: 'idle', gpus_json: gpus(1), gpu_count: 1 }));
     const text = await new FleetMetrics(store, new ManualClock(T0)).scrape();
     expect(text).toContain('dumont_gpu_power_watts{instance_id="9",hostname="rack \\"7\\" \\\\ left",gpu="0",uuid="GPU-0"} 100');
+  });
+
+  it('exports each labelled instance once as dumont_instance_labels, across pages, with label reads one per page', async () => {
+    for (let id = 1; id <= 7; id++) {
+      await rowsOf(store).insertInstanceRow(newInstanceRow({ instance_id: id, owner: 'alice', agent_token_hash: `h${id}`, registered_at: T0, status: 'offline' }));
+      if (id !== 4) await store.setLabels(id, { team: id % 2 ? 'vision' : 'nlp', 'app.kind': 'notebook' });
+    }
+    let labelReads = 0;
+    const read = store.labelsOf.bind(store);
+    const counted = Object.assign(Object.create(store) as SqliteStore, {
+      labelsOf: (ids: readonly number[]) => {
+        labelReads += 1;
+        return read(ids);
+      },
+    });
+    const text = await new FleetMetrics(counted, new ManualClock(T0), 3).scrape();
+    const series = text.split('\n').filter((l) => l.startsWith('dumont_instance_labels{'));
+    expect(series).toEqual(
+      [1, 2, 3, 5, 6, 7].map((id) => `dumont_instance_labels{instance_id="${id}",label_app_kind="notebook",label_team="${id % 2 ? 'vision' : 'nlp'}"} 1`),
+    );
+    // Pages of 3 over 7 instances: three pages, one label read each.
+    expect(labelReads).toBe(3);
+    expect(text.match(/^# TYPE dumont_instance_labels gauge$/gm)).toHaveLength(1);
+  });
+
+  it('writes label names kube-state-metrics style; keys colliding after that keep the lexicographically first', () => {
+    expect(labelPairs({})).toBe('');
+    expect(labelPairs({ team: 'vision', 'a.b': 'dot', 'a-b': 'dash', a_b: 'underscore', '9x': '' })).toBe(
+      ',label_9x="",label_a_b="dash",label_team="vision"',
+    );
   });
 });

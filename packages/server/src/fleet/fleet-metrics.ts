@@ -1,4 +1,4 @@
-import { INSTANCE_STATUSES, type InstanceStatus } from '@dumont/protocol';
+import { INSTANCE_STATUSES, type InstanceStatus, type Labels } from '@dumont/protocol';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Clock } from '../clock.js';
 import { hibernateInSeconds } from '../policy/hibernation-policy.js';
@@ -112,7 +112,11 @@ export class FleetMetrics {
     let afterInstanceId: number | undefined;
     for (;;) {
       const page = await this.store.listGpuReadings(afterInstanceId, this.pageSize);
+      // One query per page, so a scrape's label reads grow with pages, not with instances.
+      const labels = page.length === 0 ? new Map<number, Labels>() : await this.store.labelsOf(page.map((r) => r.instanceId));
       for (const readings of page) {
+        const own = labels.get(readings.instanceId);
+        if (own !== undefined) families.labels.add(`instance_id="${readings.instanceId}"${labelPairs(own)}`, 1);
         const countdown = hibernateInSeconds({ status: readings.status, scheduledAt: readings.scheduledAt }, now);
         if (countdown !== null) families.countdown.add(`instance_id="${readings.instanceId}",hostname="${escapeLabel(readings.hostname ?? '')}"`, countdown);
         if (BEATING.has(readings.status) && readings.gpuCount > 0) addGpus(families, readings);
@@ -154,9 +158,27 @@ function perInstanceFamilies() {
     memoryTotal: new GaugeText('dumont_gpu_memory_total_bytes', 'GPU memory size in the latest heartbeat.'),
     temperature: new GaugeText('dumont_gpu_temperature_celsius', 'GPU temperature in the latest heartbeat.'),
     power: new GaugeText('dumont_gpu_power_watts', 'GPU power draw in the latest heartbeat.'),
+    labels: new GaugeText('dumont_instance_labels', 'Labels of each instance that has any, as label_<key>; always 1, for joins on instance_id.'),
   };
 }
 type PerInstanceFamilies = ReturnType<typeof perInstanceFamilies>;
+
+/**
+ * An instance's labels as Prometheus label pairs (`,label_team="vision"`), kube-state-metrics style:
+ * characters of the key outside [a-zA-Z0-9_] become `_`. Keys that then collide (`a.b`, `a-b`) keep the
+ * lexicographically first key's value; the others are left out of the metric (the API shows them all).
+ */
+export function labelPairs(labels: Readonly<Labels>): string {
+  const seen = new Set<string>();
+  let text = '';
+  for (const key of Object.keys(labels).sort()) {
+    const name = `label_${key.replace(/[^a-zA-Z0-9_]/g, '_')}`;
+    if (seen.has(name)) continue;
+    seen.add(name);
+    text += `,${name}="${escapeLabel(labels[key]!)}"`;
+  }
+  return text;
+}
 
 /** The exposition format's label value escapes: backslash, double quote, line feed. */
 export function escapeLabel(value: string): string {

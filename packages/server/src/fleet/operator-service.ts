@@ -24,6 +24,10 @@ import {
   type ListInstancesResponse,
   type RegisterInstanceRequest,
   type RegisterInstanceResponse,
+  checkLabelPatch,
+  checkLabels,
+  mergeLabels,
+  parseLabelSelector,
 } from '@dumont/protocol';
 import { isDeepStrictEqual } from 'node:util';
 import type { Clock } from '../clock.js';
@@ -100,6 +104,8 @@ export class OperatorService {
       throw new DumontError('forbidden', 'only an admin key may register an instance for another owner', 'owner');
     }
     this.checkProvider(request);
+    // Checked before anything is written: a bad label refuses the whole registration.
+    const labels = request.labels === undefined ? undefined : checkLabels(request.labels);
     const token = newSecret('dmt');
     const tokenHash = hashSecret(token);
     const rotated = await this.store.transaction(async (repo) => {
@@ -122,7 +128,12 @@ export class OperatorService {
           : `instance re-registered by ${operator.owner}; the old agent token no longer works`;
         const data = moved ? { rotated_by: operator.owner, previous_owner: existing.owner, owner } : { rotated_by: operator.owner };
         write.events.push({ type: 'token_rotated', reason, data });
-        const fields = providerFieldsOf(request);
+        const fields: Record<string, unknown> = providerFieldsOf(request);
+        // Left out, the stored labels stay: an agent's install script re-registers without them.
+        if (labels !== undefined) {
+          await repo.setLabels(request.instance_id, labels);
+          fields.labels = labels;
+        }
         if (Object.keys(fields).length > 0) write.events.push({ type: 'instance_updated', reason: `instance updated by ${operator.owner} at re-registration`, data: fields });
         await write.commit(repo);
         return true;
@@ -136,7 +147,9 @@ export class OperatorService {
         registeredAt: now,
         settings: providerSettings(request),
       });
-      await repo.insertEvents(instanceEvents(request.instance_id, now, [{ type: 'registered', reason: `registered for owner ${owner}` }]));
+      if (labels !== undefined) await repo.setLabels(request.instance_id, labels);
+      const data = labels === undefined ? {} : { labels };
+      await repo.insertEvents(instanceEvents(request.instance_id, now, [{ type: 'registered', reason: `registered for owner ${owner}`, data }]));
       await repo.requireDurableCommit();
       return false;
     });
@@ -152,24 +165,29 @@ export class OperatorService {
     }
     // PostgreSQL refuses a NUL in text: no hostname holds one, so no search can match it.
     if (query.q?.includes('\u0000')) throw new DumontError('invalid_request', 'q: must not contain a NUL character', 'q');
+    const labels = parseLabelSelector(query.label);
     const order = { key: sort.replace(/^-/, '') as InstanceSortKey, descending: sort.startsWith('-') };
     const after = query.cursor === undefined ? undefined : decodeInstanceCursor(sort, query.cursor);
     const owner = operator.admin ? null : operator.owner;
-    const filter = { owner, status: query.status, search: query.q };
+    const filter = { owner, status: query.status, search: query.q, labels };
     const [rows, counts] = await Promise.all([
       this.store.listInstances({ ...filter, order, after, limit: limit + 1 }),
       this.store.countInstancesByStatus(owner),
     ]);
     const page = rows.slice(0, limit);
-    // Without a search the status counters answer. A search that fits on its first page counted itself
-    // (finding one host is the usual search); any other counts its matches, a scan like the search's.
-    let matching: number | null = null;
-    if (query.q !== undefined) matching = after === undefined && rows.length <= limit ? rows.length : await this.store.countInstances(filter);
+    // Without a search or a selector the status counters answer. A search that fits on its first page
+    // counted itself (finding one host is the usual search); any other counts its matches, a scan like
+    // the search's.
+    const counted = query.q === undefined && labels.length === 0 ? null : after === undefined && rows.length <= limit ? rows.length : undefined;
+    const [matching, pageLabels] = await Promise.all([
+      counted === undefined ? this.store.countInstances(filter) : counted,
+      this.store.labelsOf(page.map((r) => r.instanceId)),
+    ]);
     const countOf = (status: string) => counts.get(status) ?? 0;
     const total = INSTANCE_STATUSES.reduce((sum, s) => sum + countOf(s), 0);
     const last = page[page.length - 1];
     return {
-      instances: page.map((r) => toSummary(r, now)),
+      instances: page.map((r) => toSummary(r, now, pageLabels.get(r.instanceId) ?? {})),
       count: matching ?? (query.status ? countOf(query.status) : total),
       active_count: countOf('active'),
       idle_count: countOf('idle'),
@@ -196,13 +214,14 @@ export class OperatorService {
   private async detailOf(instance: InstanceRecord): Promise<InstanceDetail> {
     const now = this.clock.now();
     const query = { owner: instance.owner, instanceId: instance.instanceId };
-    const [closed, open] = await Promise.all([this.store.listSavings({ ...query, from: 0, to: now }), this.store.listOpenSavings(query)]);
+    const [closed, open, labels] = await Promise.all([
+      this.store.listSavings({ ...query, from: 0, to: now }),
+      this.store.listOpenSavings(query),
+      this.store.labelsOf([instance.instanceId]),
+    ]);
     const figures = sumSavings([...closed, ...openIntervals(open, now)], 0, now).get(instance.instanceId) ?? noSavings();
-    return toDetail(instance, this.config, now, {
-      hibernated_hours: figures.hibernated_hours,
-      gpu_hours_saved: figures.gpu_hours_saved,
-      usd_saved: figures.usd_saved,
-    });
+    const savings = { hibernated_hours: figures.hibernated_hours, gpu_hours_saved: figures.gpu_hours_saved, usd_saved: figures.usd_saved };
+    return toDetail(instance, this.config, now, savings, labels.get(instance.instanceId) ?? {});
   }
 
   /** Runs one policy input against a locked instance and stores the outcome; returns the write made. */
@@ -262,10 +281,19 @@ export class OperatorService {
     return this.detailAfter(operator, instanceId);
   }
 
-  /** Provider, provider instance id and price. A new price closes the open saving interval at the old one. */
+  /**
+   * Provider, provider instance id, price and labels (a merge patch). A new price closes the open saving
+   * interval at the old one.
+   */
   async patchInstance(operator: Operator, instanceId: number, patch: InstancePatch): Promise<InstanceDetail> {
     this.checkProvider(patch);
-    await this.transition(operator, instanceId, (current, write) => {
+    const labelPatch = patch.labels === undefined ? undefined : checkLabelPatch(patch.labels);
+    await this.transition(operator, instanceId, async (current, write, repo) => {
+      if (labelPatch !== undefined) {
+        // Read and replaced under the instance's row lock: two patches merge one after the other.
+        const stored = (await repo.labelsOf([instanceId])).get(instanceId) ?? {};
+        await repo.setLabels(instanceId, mergeLabels(stored, labelPatch));
+      }
       write.change.settings = providerSettings(patch);
       if (patch.price_per_hour !== undefined && patch.price_per_hour !== current.settings.pricePerHour && current.facts.savingSince !== null) {
         write.facts = { ...write.facts, savingSince: this.clock.now() };
@@ -295,8 +323,9 @@ export class OperatorService {
     const from = query.from === undefined ? to - DEFAULT_SAVINGS_DAYS * 86_400_000 : parseTimestamp(query.from);
     if (from === null) throw new DumontError('invalid_request', 'from: must be an RFC 3339 date-time', 'from');
     if (to <= from) throw new DumontError('invalid_request', 'to: must be after from', 'to');
+    const labels = parseLabelSelector(query.label);
     const owner = operator.admin ? null : operator.owner;
-    const [closed, open] = await Promise.all([this.store.listSavings({ owner, from, to }), this.store.listOpenSavings({ owner })]);
+    const [closed, open] = await Promise.all([this.store.listSavings({ owner, labels, from, to }), this.store.listOpenSavings({ owner, labels })]);
     const perInstance = sumSavings([...closed, ...openIntervals(open, now)], from, to);
     const hostnames = await this.store.hostnamesOf([...perInstance.keys()]);
     const instances = [...perInstance.entries()]

@@ -1,4 +1,4 @@
-import type { CommandView, EventView, InstanceDetail, InstanceSavings, InstanceSummary, MassSilenceView } from '@dumont/protocol';
+import type { CommandView, EventView, InstanceDetail, InstanceSavings, InstanceSummary, Labels, MassSilenceView } from '@dumont/protocol';
 import type { MassSilence } from './mass-silence.js';
 import type { ServerConfig } from '../config.js';
 import { hibernateInSeconds, idleSeconds } from '../policy/hibernation-policy.js';
@@ -14,7 +14,7 @@ function memoryPercent(used: number | null, total: number | null): number | null
   return Math.round((used / total) * 100);
 }
 
-export function toSummary(entry: InstanceListEntry, now: number): InstanceSummary {
+export function toSummary(entry: InstanceListEntry, now: number, labels: Labels): InstanceSummary {
   // A list entry carries the facts a summary shows; the rest cannot change what it shows.
   const facts = {
     status: entry.status,
@@ -37,10 +37,11 @@ export function toSummary(entry: InstanceListEntry, now: number): InstanceSummar
     gpu_count: entry.gpuCount,
     hibernate_in_seconds: hibernateInSeconds(facts, now),
     temperature_celsius: entry.hottestTemperature,
+    labels,
   };
 }
 
-export function toDetail(instance: InstanceRecord, config: ServerConfig, now: number, savings: InstanceSavings): InstanceDetail {
+export function toDetail(instance: InstanceRecord, config: ServerConfig, now: number, savings: InstanceSavings, labels: Labels): InstanceDetail {
   const { facts, readings } = instance;
   const policy = policyOf(instance.settings, config);
   return {
@@ -81,6 +82,7 @@ export function toDetail(instance: InstanceRecord, config: ServerConfig, now: nu
       updated_at: iso(instance.providerUpdatedAt),
     },
     savings,
+    labels,
   };
 }
 

@@ -46,6 +46,7 @@ for (const backend of await testBackends()) {
         gpu_count: 1,
         hibernate_in_seconds: null,
         temperature_celsius: null,
+        labels: {},
       });
       expect(all.instances[2]).toMatchObject({ status: 'idle', idle_seconds: 30 });
 

@@ -124,4 +124,27 @@ describe.skipIf(skipReason() !== null)('a real Prometheus scrapes /metrics', () 
     const up = (await (await fetch(`${prometheusUrl}/api/v1/query?query=up{job="dumont"}`)).json()) as { data: { result: { value: [number, string] }[] } };
     expect(up.data.result[0]!.value[1]).toBe('1');
   }, 40_000);
+
+  it('joins GPU series to instance labels with on(instance_id) group_left', async () => {
+    const registered = await t.request('POST', '/api/v1/agent/instances', { body: { instance_id: 38, hostname: 'labelled', labels: { team: 'vision' } } });
+    expect(registered.status, registered.text).toBe(201);
+    const beat = await t.beat(registered.json.agent_token, {
+      instance_id: 38,
+      hostname: 'labelled',
+      gpus: [{ index: 0, uuid: 'GPU-3838', utilization_percent: 50, memory_used_mb: 1, memory_total_mb: 2 }],
+    });
+    expect(beat.status).toBe(200);
+    const query = encodeURIComponent('dumont_gpu_utilization_ratio * on(instance_id) group_left(label_team) dumont_instance_labels{label_team="vision"}');
+    const result = await eventually('Prometheus to join the labels', 30_000, async () => {
+      const answer = (await (await fetch(`${prometheusUrl}/api/v1/query?query=${query}`)).json()) as {
+        data: { result: { metric: Record<string, string>; value: [number, string] }[] };
+      };
+      return answer.data.result.length > 0 ? answer.data.result : undefined;
+    }).catch((error: Error) => {
+      throw new Error(`${error.message}\nPrometheus log:\n${log}`);
+    });
+    expect(result).toHaveLength(1);
+    expect(result[0]!.metric).toMatchObject({ instance_id: '38', hostname: 'labelled', gpu: '0', label_team: 'vision' });
+    expect(Number(result[0]!.value[1])).toBe(0.5);
+  }, 40_000);
 });

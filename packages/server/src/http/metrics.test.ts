@@ -103,6 +103,21 @@ for (const backend of await testBackends()) {
       expect(lint.code).toBe(0);
     });
 
+    it('exports instance labels as an info metric that promtool accepts', async () => {
+      const labelled = { instance_id: 11, hostname: 'vision-1', labels: { team: 'vision', 'app.kind': 'notebook', 'app-kind': 'shadowed', spot: '' } };
+      expect((await t.request('POST', '/api/v1/agent/instances', { body: labelled })).status).toBe(201);
+      await t.register(12, 'plain');
+      const body = (await t.request('GET', '/metrics')).text;
+      // `app-kind` sorts before `app.kind`: it keeps label_app_kind; an instance without labels has no series.
+      expect(samples(body, 'dumont_instance_labels')).toEqual(['dumont_instance_labels{instance_id="11",label_app_kind="shadowed",label_spot="",label_team="vision"} 1']);
+      expect((await t.request('PATCH', '/api/v1/agent/instances/11', { body: { labels: { 'app-kind': null, team: null } } })).status).toBe(200);
+      const after = (await t.request('GET', '/metrics')).text;
+      expect(samples(after, 'dumont_instance_labels')).toEqual(['dumont_instance_labels{instance_id="11",label_app_kind="notebook",label_spot=""} 1']);
+      const lint = await runPromtool(after);
+      expect(lint.output).toBe('');
+      expect(lint.code).toBe(0);
+    });
+
     it('reports the seconds left of a scheduled hibernation', async () => {
       const token = await t.register(7, 'sleepy');
       for (let i = 0; i < 3; i++) {

@@ -1,5 +1,5 @@
 import { sql, type ExpressionBuilder, type Kysely, type RawBuilder } from 'kysely';
-import type { CommandState } from '@dumont/protocol';
+import type { CommandState, LabelTerm, Labels } from '@dumont/protocol';
 import { columnsOf, commandChangeColumns, commandColumns, commandOf, eventColumns, gpuReadingsOf, lifecycleOf, listEntryOf, newInstanceColumns, recordOf, storedEventOf } from './instance-mapping.js';
 import { QueryTemplates } from './query-templates.js';
 import type { Database, InstanceUpdate, NewInstanceRow, NewSavingsRow, OutboxRow } from './schema.js';
@@ -14,6 +14,7 @@ import {
   type CommandChange,
   type InstanceChange,
   type InstanceEvent,
+  type InstanceFilter,
   type InstanceListEntry,
   type InstanceSummaryRow,
   type LifecycleRow,
@@ -59,8 +60,21 @@ const ORDER_KEY_SQL: Record<Exclude<InstanceOrderKey, 'instance_id'>, RawBuilder
 /** `%`, `_` and the escape character itself match only themselves. */
 const escapeLike = (text: string) => text.replace(/[\\%_]/g, (c) => `\\${c}`);
 
-/** The owner, status and search filters of a list and of its count. */
-function listFilter(query: Pick<InstanceListQuery, 'owner' | 'status' | 'search'>) {
+/**
+ * One correlated `exists` per selector term over instance_labels, joined to the outer row's `idColumn`
+ * (an index lookup each: the primary key or (key, value, instance_id)). `!=` matches instances without
+ * the key too.
+ */
+function labelConditions(terms: readonly LabelTerm[] | undefined, idColumn: 'instances.instance_id' | 'savings.instance_id'): RawBuilder<boolean>[] {
+  return (terms ?? []).map(({ key, op, value }) => {
+    const withValue = op === 'eq' || op === 'ne' ? sql` and l."value" = ${value}` : sql``;
+    const found = sql<boolean>`exists (select 1 from instance_labels l where l.instance_id = ${sql.ref(idColumn)} and l."key" = ${key}${withValue})`;
+    return op === 'eq' || op === 'exists' ? found : sql<boolean>`not ${found}`;
+  });
+}
+
+/** The owner, status, search and label filters of a list and of its count. */
+function listFilter(query: InstanceFilter) {
   return (eb: ExpressionBuilder<Database, 'instances'>) => {
     const where = [];
     if (query.owner !== null) where.push(eb('owner', '=', query.owner));
@@ -72,6 +86,7 @@ function listFilter(query: Pick<InstanceListQuery, 'owner' | 'status' | 'search'
       const id = /^[0-9]+$/.test(query.search) ? Number(query.search) : NaN;
       where.push(Number.isSafeInteger(id) ? eb.or([eb('instance_id', '=', id), text]) : text);
     }
+    where.push(...labelConditions(query.labels, 'instances.instance_id'));
     return eb.and(where);
   };
 }
@@ -192,13 +207,38 @@ export class KyselyRepository implements FleetRepository {
       .execute();
   }
 
-  async countInstances(query: Pick<InstanceListQuery, 'owner' | 'status' | 'search'>) {
+  async countInstances(query: InstanceFilter) {
     const row = await this.db
       .selectFrom('instances')
       .select((eb) => eb.fn.countAll<number>().as('n'))
       .where(listFilter(query))
       .executeTakeFirstOrThrow();
     return Number(row.n);
+  }
+
+  async setLabels(instanceId: number, labels: Readonly<Labels>) {
+    await this.db.deleteFrom('instance_labels').where('instance_id', '=', instanceId).execute();
+    const rows = Object.entries(labels).map(([key, value]) => ({ instance_id: instanceId, key, value }));
+    if (rows.length > 0) await this.db.insertInto('instance_labels').values(rows).execute();
+  }
+
+  async labelsOf(instanceIds: readonly number[]) {
+    const labels = new Map<number, Labels>();
+    for (let i = 0; i < instanceIds.length; i += 500) {
+      const rows = await this.db
+        .selectFrom('instance_labels')
+        .select(['instance_id', 'key', 'value'])
+        .where('instance_id', 'in', instanceIds.slice(i, i + 500))
+        .orderBy('instance_id')
+        .orderBy('key')
+        .execute();
+      for (const row of rows) {
+        let own = labels.get(row.instance_id);
+        if (!own) labels.set(row.instance_id, (own = {}));
+        own[row.key] = row.value;
+      }
+    }
+    return labels;
   }
 
   async countInstancesByStatus(owner: string | null) {
@@ -378,6 +418,7 @@ export class KyselyRepository implements FleetRepository {
     let q = this.db.selectFrom('savings').selectAll().where('ended_at', '>', query.from).where('started_at', '<', query.to);
     if (query.owner !== null) q = q.where('owner', '=', query.owner);
     if (query.instanceId !== undefined) q = q.where('instance_id', '=', query.instanceId);
+    for (const condition of labelConditions(query.labels, 'savings.instance_id')) q = q.where(condition);
     return q.orderBy('id').execute();
   }
 
@@ -388,6 +429,7 @@ export class KyselyRepository implements FleetRepository {
       .where('saving_since', 'is not', null);
     if (query.owner !== null) q = q.where('owner', '=', query.owner);
     if (query.instanceId !== undefined) q = q.where('instance_id', '=', query.instanceId);
+    for (const condition of labelConditions(query.labels, 'instances.instance_id')) q = q.where(condition);
     return q.orderBy('instance_id').execute();
   }
 

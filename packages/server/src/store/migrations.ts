@@ -227,6 +227,20 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         await addRollupFacts(db);
       },
     },
+    '0009_instance_labels': {
+      async up(db: Kysely<any>) {
+        // Operator-set labels. A selector term is an `exists` on (key, value) per instance, which the
+        // second index answers without reading the table; the primary key serves an instance's labels.
+        await db.schema
+          .createTable('instance_labels')
+          .addColumn('instance_id', 'bigint', (c) => c.notNull().references('instances.instance_id').onDelete('cascade'))
+          .addColumn('key', 'text', (c) => c.notNull())
+          .addColumn('value', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('instance_labels_pk', ['instance_id', 'key'])
+          .execute();
+        await db.schema.createIndex('instance_labels_key_value').on('instance_labels').columns(['key', 'value', 'instance_id']).execute();
+      },
+    },
   };
 }
 

@@ -12,6 +12,14 @@ export interface Database {
   instance_counts: InstanceCountsTable;
   outbox: OutboxTable;
   savings: SavingsTable;
+  instance_labels: InstanceLabelsTable;
+}
+
+/** One label of one instance; an instance's labels are replaced as a whole (store.ts `setLabels`). */
+export interface InstanceLabelsTable {
+  instance_id: number;
+  key: string;
+  value: string;
 }
 
 export interface OutboxTable {

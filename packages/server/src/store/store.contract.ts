@@ -556,6 +556,84 @@ export function storeContract(backend: TestBackend): void {
       expect(await store.hostnamesOf([1, 2, 3])).toEqual(new Map([[1, 'gpu-1'], [2, 'gpu-2']]));
     });
 
+    it('stores labels per instance: round trip, replace as a whole, read for many ids at once, gone with the instance', async () => {
+      for (const id of [1, 2, 3]) await rowsOf(store).insertInstanceRow(instanceRow(id));
+      await store.transaction(async (repo) => {
+        await repo.setLabels(1, { team: 'vision', kind: 'notebook', empty: '' });
+        await repo.setLabels(2, { team: 'nlp' });
+      });
+      expect(await store.labelsOf([1, 2, 3, 99])).toEqual(
+        new Map([
+          [1, { empty: '', kind: 'notebook', team: 'vision' }],
+          [2, { team: 'nlp' }],
+        ]),
+      );
+      expect(await store.labelsOf([])).toEqual(new Map());
+      await store.setLabels(1, { team: 'audio' });
+      expect((await store.labelsOf([1])).get(1)).toEqual({ team: 'audio' });
+      await store.setLabels(1, {});
+      expect(await store.labelsOf([1, 2])).toEqual(new Map([[2, { team: 'nlp' }]]));
+      // A failed transaction leaves the labels it set unwritten.
+      await expect(
+        store.transaction(async (repo) => {
+          await repo.setLabels(2, { team: 'lost' });
+          throw new Error('boom');
+        }),
+      ).rejects.toThrow('boom');
+      expect((await store.labelsOf([2])).get(2)).toEqual({ team: 'nlp' });
+      await store.kysely.deleteFrom('instances').where('instance_id', '=', 2).execute();
+      expect(await store.kysely.selectFrom('instance_labels').selectAll().execute()).toEqual([]);
+    });
+
+    it('filters the list and its count by label terms, keeping keyset paging in id and hostname order', async () => {
+      const expected: number[] = [];
+      for (let id = 1; id <= 30; id++) {
+        await rowsOf(store).insertInstanceRow(instanceRow(id, { owner: id % 7 === 0 ? 'bob' : 'alice', hostname: `gpu-${String(31 - id).padStart(2, '0')}`, status: id % 2 ? 'idle' : 'active' }));
+        const labels: Record<string, string> = { team: id % 3 === 0 ? 'vision' : 'nlp' };
+        if (id % 2 === 0) labels.kind = 'notebook';
+        if (id % 5 === 0) labels.spot = '';
+        await store.setLabels(id, labels);
+        if (id % 3 === 0 && id % 2 === 0) expected.push(id);
+      }
+      const both = [
+        { key: 'team', op: 'eq', value: 'vision' },
+        { key: 'kind', op: 'eq', value: 'notebook' },
+      ] as const;
+      expect(expected).toEqual([6, 12, 18, 24, 30]);
+      const byId = await walkInstances(store, { owner: null, labels: both }, 2);
+      expect(byId.map((r) => r.instanceId)).toEqual(expected);
+      // Hostnames run opposite to ids: the hostname order pages the same rows backwards.
+      const byHost = await walkInstances(store, { owner: null, labels: both, order: { key: 'hostname', descending: false } }, 2);
+      expect(byHost.map((r) => r.instanceId)).toEqual([...expected].reverse());
+      expect(await store.countInstances({ owner: null, labels: both })).toBe(5);
+      // Owner, status and labels together: of bob's 7, 14, 21 and 28 only 21 is vision.
+      expect(await store.countInstances({ owner: 'bob', labels: [{ key: 'team', op: 'eq', value: 'vision' }] })).toBe(1);
+      expect(await store.countInstances({ owner: null, status: 'active', labels: [{ key: 'team', op: 'eq', value: 'vision' }] })).toBe(5);
+      const ids = async (labels: { key: string; op: 'eq' | 'ne' | 'exists' | 'absent'; value: string | null }[]) =>
+        (await store.listInstances({ owner: null, labels, limit: 100 })).map((r) => r.instanceId);
+      expect(await ids([{ key: 'spot', op: 'exists', value: null }])).toEqual([5, 10, 15, 20, 25, 30]);
+      expect(await ids([{ key: 'spot', op: 'eq', value: '' }, { key: 'kind', op: 'absent', value: null }])).toEqual([5, 15, 25]);
+      expect(await ids([{ key: 'team', op: 'ne', value: 'nlp' }, { key: 'kind', op: 'ne', value: 'notebook' }])).toEqual([3, 9, 15, 21, 27]);
+      expect(await ids([{ key: 'team', op: 'eq', value: 'Vision' }])).toEqual([]);
+      // A search and a selector: gpu-13 and gpu-19 (ids 18 and 12) of gpu-10 to gpu-19.
+      expect(await store.countInstances({ owner: null, search: 'gpu-1', labels: both })).toBe(2);
+    });
+
+    it('filters savings, closed and open, by label terms', async () => {
+      await rowsOf(store).insertInstanceRow(instanceRow(1, { status: 'hibernated', saving_since: T + 500 }));
+      await rowsOf(store).insertInstanceRow(instanceRow(2, { status: 'hibernated', saving_since: T + 500 }));
+      await store.setLabels(1, { team: 'vision' });
+      await store.setLabels(2, { team: 'nlp' });
+      const interval = { owner: 'alice', kind: 'hibernated', gpu_count: 1, price_per_hour: 1, started_at: T, ended_at: T + 100 };
+      await store.insertSavings({ ...interval, instance_id: 1 });
+      await store.insertSavings({ ...interval, instance_id: 2 });
+      const vision = [{ key: 'team', op: 'eq', value: 'vision' }] as const;
+      expect((await store.listSavings({ owner: null, labels: vision, from: T, to: T + 1000 })).map((r) => r.instance_id)).toEqual([1]);
+      expect((await store.listOpenSavings({ owner: 'alice', labels: vision })).map((r) => r.instance_id)).toEqual([1]);
+      expect((await store.listSavings({ owner: null, labels: [{ key: 'team', op: 'absent', value: null }], from: T, to: T + 1000 })).length).toBe(0);
+      expect((await store.listOpenSavings({ owner: null, labels: [] })).map((r) => r.instance_id)).toEqual([1, 2]);
+    });
+
     it('keeps everything across a reopen (migrations are idempotent)', async () => {
       await store.transaction(async (repo) => {
         await rowsOf(repo).insertInstanceRow(instanceRow(7, { scheduled_at: T + 300_000 }));

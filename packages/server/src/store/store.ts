@@ -1,5 +1,5 @@
 import type { Kysely } from 'kysely';
-import type { CollectorError, CommandState, CommandType, EventType, GpuMetrics, GpuSample, InstanceStatus } from '@dumont/protocol';
+import type { CollectorError, CommandState, CommandType, EventType, GpuMetrics, GpuSample, InstanceStatus, LabelTerm, Labels } from '@dumont/protocol';
 import type { LifecycleFacts } from '../policy/hibernation-policy.js';
 import type { Database } from './schema.js';
 import type { InstanceRow, NewSavingsRow, OutboxRow, SavingsRow } from './schema.js';
@@ -25,8 +25,12 @@ export interface FleetRepository {
   updateInstance(instanceId: number, expectedVersion: number, change: InstanceChange): Promise<boolean>;
   /** One page in `order` (default: instance id ascending), starting after `after`; nulls last either way. */
   listInstances(query: InstanceListQuery): Promise<InstanceListEntry[]>;
-  /** Instances matching the query's owner, status and search (scans: the status counters are for no search). */
-  countInstances(query: Pick<InstanceListQuery, 'owner' | 'status' | 'search'>): Promise<number>;
+  /** Instances matching the query's owner, status, search and labels (scans: the status counters are for no filter). */
+  countInstances(query: InstanceFilter): Promise<number>;
+  /** Replaces all of an instance's labels with `labels` (none: `{}`). */
+  setLabels(instanceId: number, labels: Readonly<Labels>): Promise<void>;
+  /** The labels of each of these instances, in one query per 500 ids; an instance without any is absent. */
+  labelsOf(instanceIds: readonly number[]): Promise<Map<number, Labels>>;
   countInstancesByStatus(owner: string | null): Promise<Map<string, number>>;
   /** Every owner's instances after `afterInstanceId`, by id, with their last per-GPU readings (a /metrics scrape). */
   listGpuReadings(afterInstanceId: number | undefined, limit: number): Promise<GpuReadings[]>;
@@ -256,12 +260,7 @@ export type InstanceOrderKey = (typeof INSTANCE_ORDER_KEYS)[number];
 /** A row's value of its page's order key (`sort_key`); null = unknown, listed after every known value. */
 export type InstanceSortValue = number | string | null;
 
-export interface InstanceListQuery {
-  /** null = every owner (admin). */
-  owner: string | null;
-  status?: string | undefined;
-  /** Digits: that instance id, or a hostname containing them; else a case-insensitive hostname substring. */
-  search?: string | undefined;
+export interface InstanceListQuery extends InstanceFilter {
   /** Default instance id ascending. Ties go by instance id in the same direction. */
   order?: { key: InstanceOrderKey; descending: boolean } | undefined;
   /** Keyset paging: the order key value and instance id of the previous page's last row. */
@@ -269,6 +268,17 @@ export interface InstanceListQuery {
   /** The default order's keyset (the same as `after` with that order). */
   afterInstanceId?: number | undefined;
   limit: number;
+}
+
+/** Which instances a list page or its count covers. */
+export interface InstanceFilter {
+  /** null = every owner (admin). */
+  owner: string | null;
+  status?: string | undefined;
+  /** Digits: that instance id, or a hostname containing them; else a case-insensitive hostname substring. */
+  search?: string | undefined;
+  /** Label selector terms, all of which must match; none or empty = no label filter. */
+  labels?: readonly LabelTerm[] | undefined;
 }
 
 /** Something that happened to an instance, with why, for its timeline. */
@@ -379,6 +389,8 @@ export interface SavingsQuery {
   /** null = every owner (admin). */
   owner: string | null;
   instanceId?: number | undefined;
+  /** Only instances whose labels match every term. */
+  labels?: readonly LabelTerm[] | undefined;
   from: number;
   to: number;
 }
