@@ -11,6 +11,15 @@ const SORT_KEYS = ['instance_id', 'hostname', 'last_heartbeat', 'idle_seconds', 
 const MODELS = ['a100', 'h100', 'l40s', 'rtx4090'];
 const REGIONS = ['us-east', 'us-west', 'eu-central', 'ap-south'];
 const MINUTE = 60_000;
+const TEAMS = Array.from({ length: 20 }, (_, i) => `t${i}`);
+// Mostly notebooks: training and inference are the rarer kinds, as on a shared research fleet.
+const KINDS = [
+  ['notebook', 0.6],
+  ['training', 0.3],
+  ['inference', 0.1],
+];
+/** Share of the fleet labelled `tier=gold`: a few hundred at 100k, the sparse selector. */
+const GOLD_SHARE = 0.003;
 
 /** A deterministic generator: the same fleet on every run. */
 function random(seed) {
@@ -86,6 +95,20 @@ export function fleetRows(size, now) {
   return rows;
 }
 
+/**
+ * Labels per row, from their own generator so that the rows stay those of `fleetRows`: every instance a
+ * `team` (one of 20, ~5 % each) and a `kind` (skewed), a few hundred `tier=gold` spread over the id range.
+ */
+export function fleetLabels(rows) {
+  const next = random(7);
+  return rows.map(() => {
+    const team = TEAMS[Math.floor(next() * TEAMS.length)];
+    let r = next();
+    const kind = KINDS.find(([, share]) => (r -= share) < 0)?.[0] ?? KINDS[0][0];
+    return next() < GOLD_SHARE ? { team, kind, tier: 'gold' } : { team, kind };
+  });
+}
+
 /** What each sort orders by (kysely-repository.ts ORDER_KEY_SQL), to find the middle row of each. */
 function orderValue(row, key) {
   switch (key) {
@@ -133,7 +156,14 @@ async function timeRequests(client, adminKey, path, requests) {
     rows ??= res.json.instances.length;
   }
   latencies.sort((a, b) => a - b);
-  return { requests, rows, p50: percentile(latencies, 50), p95: percentile(latencies, 95), max: latencies[latencies.length - 1] };
+  return {
+    requests,
+    rows,
+    p50: percentile(latencies, 50),
+    p95: percentile(latencies, 95),
+    p99: percentile(latencies, 99),
+    max: latencies[latencies.length - 1],
+  };
 }
 
 /**
@@ -148,12 +178,16 @@ export async function listScenario({ size, requests, adminKey, say, cpuProfDir }
   try {
     const now = Date.now();
     const rows = fleetRows(size, now);
-    say(`list: writing ${size} instances through the store…`);
+    const labels = fleetLabels(rows);
+    say(`list: writing ${size} instances (with labels) through the store…`);
     const started = performance.now();
     const store = await SqliteStore.open(file);
     for (let i = 0; i < rows.length; i += 2000) {
       await store.transaction(async (repo) => {
-        for (const row of rows.slice(i, i + 2000)) await repo.insertInstanceRow(row);
+        for (let j = i; j < Math.min(i + 2000, rows.length); j++) {
+          await repo.insertInstanceRow(rows[j]);
+          await repo.setLabels(rows[j].instance_id, labels[j]);
+        }
       });
     }
     await store.close();
@@ -166,7 +200,7 @@ export async function listScenario({ size, requests, adminKey, say, cpuProfDir }
         const path = `/api/v1/agent/instances?limit=${PAGE}${query}`;
         const result = await timeRequests(client, adminKey, path, requests);
         measurements.push({ what, query, ...result });
-        say(`list: ${what}: p50 ${result.p50.toFixed(2)} ms, p95 ${result.p95.toFixed(2)} ms`);
+        say(`list: ${what}: p50 ${result.p50.toFixed(2)} ms, p99 ${result.p99.toFixed(2)} ms`);
       };
       for (const key of SORT_KEYS) {
         for (const sort of [key, `-${key}`]) {
@@ -183,6 +217,22 @@ export async function listScenario({ size, requests, adminKey, say, cpuProfDir }
       const digits = String(FIRST_ID + Math.floor(size / 3));
       await measure(`q=${digits} (an instance id), first page`, `&q=${digits}`);
       await measure('status=idle&sort=-idle_seconds, first page', '&status=idle&sort=-idle_seconds');
+      // Label selectors: one correlated `exists` per term. The sparse one is the keyset page's worst case,
+      // walking many rows to fill a page; every selector page that does not fit on one page also counts.
+      const selectors = [
+        ['team=t7', (l) => l.team === 't7'],
+        ['team=t7&label=kind=training', (l) => l.team === 't7' && l.kind === 'training'],
+        ['tier=gold', (l) => l.tier === 'gold'],
+      ];
+      for (const [selector, matches] of selectors) {
+        const selected = rows.filter((_, i) => matches(labels[i]));
+        for (const sort of ['instance_id', 'hostname']) {
+          const sorted = sort === 'instance_id' ? '' : `&sort=${sort}`;
+          const query = `&label=${selector}${sorted}`;
+          await measure(`label=${selector}${sorted} (${selected.length} match), first page`, query);
+          await measure(`label=${selector}${sorted}, middle page`, `${query}&cursor=${middleCursor(selected, sort)}`);
+        }
+      }
     } finally {
       client.close();
       await server.stop();

@@ -73,8 +73,8 @@ export function fleetTable(f) {
 }
 
 export function listTable(l) {
-  const rows = l.measurements.map((m) => `| ${m.what} | ${num(m.rows)} | ${ms(m.p50)} | ${ms(m.p95)} | ${ms(m.max)} |`);
-  return ['| `GET /instances?limit=' + l.page + '&…` | rows | p50 ms | p95 ms | max ms |', '|---|---:|---:|---:|---:|', ...rows].join('\n');
+  const rows = l.measurements.map((m) => `| ${m.what} | ${num(m.rows)} | ${ms(m.p50)} | ${ms(m.p95)} | ${ms(m.p99)} | ${ms(m.max)} |`);
+  return ['| `GET /instances?limit=' + l.page + '&…` | rows | p50 ms | p95 ms | p99 ms | max ms |', '|---|---:|---:|---:|---:|---:|', ...rows].join('\n');
 }
 
 const mean = (values) => (values.length ? values.reduce((a, b) => a + b, 0) / values.length : null);

@@ -8,6 +8,7 @@ import { replay, type ReplayBeat } from '../policy/replay.js';
 import { HistoryStore, type HistorySample, type RollupRow } from '../store/history.js';
 import type { FleetStore } from '../store/store.js';
 import { testBackends } from '../test-support/backends.js';
+import { replayInstance } from '../test-support/replay-fixtures.js';
 import { HistoryRecorder } from './history-recorder.js';
 import { beatsOf, MAX_REPLAY_THRESHOLDS, ReplayService, rollupBeatsOf } from './replay-service.js';
 
@@ -76,24 +77,7 @@ for (const backend of await testBackends()) {
       db = await backend.open();
       store = db.store;
       history = new HistoryStore(store.kysely, store.dialect);
-      for (const [instanceId, gpus, price] of [[1, 2, 2], [2, 1, 1], [6, 1, null], [8, 1, null]] as const) {
-        await store.insertInstance({ instanceId, owner: 'alice', agentTokenHash: `hash-${instanceId}`, hostname: `gpu-${instanceId}`, registeredAt: T0, settings: { pricePerHour: price } });
-        const current = (await store.getLifecycle(instanceId))!;
-        await store.updateInstance(instanceId, current.version, {
-          metrics: {
-            agentTimestamp: iso(T0),
-            agentTimestampMs: T0,
-            aggregate: { utilization_percent: 0, memory_used_mb: 0, memory_total_mb: 0, temperature_celsius: 0, power_watts: 0 },
-            gpus: Array.from({ length: gpus }, (_, index) => ({ index })),
-            gpuCount: gpus,
-            processCount: 0,
-            activeUsers: 0,
-            lastActivity: null,
-            agentVersion: null,
-            collectorErrors: [],
-          },
-        });
-      }
+      for (const [instanceId, gpus, price] of [[1, 2, 2], [2, 1, 1], [6, 1, null], [8, 1, null]] as const) await replayInstance(store, instanceId, 'alice', gpus, price, T0);
       const end = T0 + 150 * MIN;
       await history.insertSamples([
         // Idle two hours, then busy: 2 GPUs at $2/h.

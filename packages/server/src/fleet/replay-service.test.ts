@@ -4,6 +4,7 @@ import { loadConfig } from '../config.js';
 import { HistoryStore, type HistorySample } from '../store/history.js';
 import type { FleetStore } from '../store/store.js';
 import { testBackends } from '../test-support/backends.js';
+import { replayInstance } from '../test-support/replay-fixtures.js';
 import { beatsOf, ReplayService } from './replay-service.js';
 
 /**
@@ -41,35 +42,9 @@ for (const backend of await testBackends()) {
       db = await backend.open();
       store = db.store;
       history = new HistoryStore(store.kysely, store.dialect);
-      const instance = (instanceId: number, owner: string, pricePerHour: number | null) =>
-        store.insertInstance({ instanceId, owner, agentTokenHash: `hash-${instanceId}`, hostname: `gpu-${instanceId}`, registeredAt: T0, settings: { pricePerHour } });
-      await instance(1, 'alice', 2);
-      await instance(5, 'alice', null);
-      await instance(6, 'alice', null);
-      await instance(8, 'alice', null);
-      await instance(2, 'alice', 1);
-      await instance(3, 'bob', 5);
-      await instance(4, 'alice', null);
-      await instance(9, 'alice', null);
-      await instance(10, 'alice', 3);
-      // The GPU count the replay multiplies by is the instance's (its last beat's).
-      for (const [id, gpus] of [[1, 2], [2, 1], [3, 1], [4, 1], [5, 1], [6, 1], [8, 1], [9, 1], [10, 1]] as const) {
-        const current = (await store.getLifecycle(id))!;
-        await store.updateInstance(id, current.version, {
-          metrics: {
-            agentTimestamp: iso(T0),
-            agentTimestampMs: T0,
-            aggregate: { utilization_percent: 0, memory_used_mb: 0, memory_total_mb: 0, temperature_celsius: 0, power_watts: 0 },
-            gpus: Array.from({ length: gpus }, (_, index) => ({ index })),
-            gpuCount: gpus,
-            processCount: 0,
-            activeUsers: 0,
-            lastActivity: null,
-            agentVersion: null,
-            collectorErrors: [],
-          },
-        });
-      }
+      // [id, owner, GPUs, price per hour]: the GPU count the replay multiplies by is the instance's (its last beat's).
+      const fleet = [[1, 'alice', 2, 2], [5, 'alice', 1, null], [6, 'alice', 1, null], [8, 'alice', 1, null], [2, 'alice', 1, 1], [3, 'bob', 1, 5], [4, 'alice', 1, null], [9, 'alice', 1, null], [10, 'alice', 1, 3]] as const;
+      for (const [id, owner, gpus, price] of fleet) await replayInstance(store, id, owner, gpus, price, T0);
       const end = T0 + 150 * MIN;
       await history.insertSamples([
         // Idle two hours, then busy: 2 GPUs at $2/h.
