@@ -61,20 +61,30 @@ const ORDER_KEY_SQL: Record<Exclude<InstanceOrderKey, 'instance_id'>, RawBuilder
 const escapeLike = (text: string) => text.replace(/[\\%_]/g, (c) => `\\${c}`);
 
 /**
- * One correlated `exists` per selector term over instance_labels, joined to the outer row's `idColumn`
- * (an index lookup each: the primary key or (key, value, instance_id)). `!=` matches instances without
- * the key too.
+ * One condition per selector term over instance_labels, joined to the outer row's `idColumn`. A page
+ * asks a correlated `exists` (an index lookup per row: the primary key or (key, value, instance_id)),
+ * so the order's own index drives and stops at a full page. A count reads every match anyway: there a
+ * `instance_id in (select ...)` reads the matching ids from (key, value, instance_id) and looks only those up,
+ * instead of probing every instance (100k instances, `tier=gold` with 322 matches: 0.1 ms, not 20 ms).
+ * `!=` matches instances without the key too; negations stay `not exists` (they match most rows).
  */
-function labelConditions(terms: readonly LabelTerm[] | undefined, idColumn: 'instances.instance_id' | 'savings.instance_id'): RawBuilder<boolean>[] {
+function labelConditions(
+  terms: readonly LabelTerm[] | undefined,
+  idColumn: 'instances.instance_id' | 'savings.instance_id',
+  shape: 'exists' | 'in' = 'exists',
+): RawBuilder<boolean>[] {
   return (terms ?? []).map(({ key, op, value }) => {
     const withValue = op === 'eq' || op === 'ne' ? sql` and l."value" = ${value}` : sql``;
+    if (shape === 'in' && (op === 'eq' || op === 'exists')) {
+      return sql<boolean>`${sql.ref(idColumn)} in (select l.instance_id from instance_labels l where l."key" = ${key}${withValue})`;
+    }
     const found = sql<boolean>`exists (select 1 from instance_labels l where l.instance_id = ${sql.ref(idColumn)} and l."key" = ${key}${withValue})`;
     return op === 'eq' || op === 'exists' ? found : sql<boolean>`not ${found}`;
   });
 }
 
-/** The owner, status, search and label filters of a list and of its count. */
-function listFilter(query: InstanceFilter) {
+/** The owner, status, search and label filters of a list (`exists` terms) and of its count (`in` terms). */
+function listFilter(query: InstanceFilter, labelShape: 'exists' | 'in' = 'exists') {
   return (eb: ExpressionBuilder<Database, 'instances'>) => {
     const where = [];
     if (query.owner !== null) where.push(eb('owner', '=', query.owner));
@@ -86,7 +96,7 @@ function listFilter(query: InstanceFilter) {
       const id = /^[0-9]+$/.test(query.search) ? Number(query.search) : NaN;
       where.push(Number.isSafeInteger(id) ? eb.or([eb('instance_id', '=', id), text]) : text);
     }
-    where.push(...labelConditions(query.labels, 'instances.instance_id'));
+    where.push(...labelConditions(query.labels, 'instances.instance_id', labelShape));
     return eb.and(where);
   };
 }
@@ -211,7 +221,7 @@ export class KyselyRepository implements FleetRepository {
     const row = await this.db
       .selectFrom('instances')
       .select((eb) => eb.fn.countAll<number>().as('n'))
-      .where(listFilter(query))
+      .where(listFilter(query, 'in'))
       .executeTakeFirstOrThrow();
     return Number(row.n);
   }
