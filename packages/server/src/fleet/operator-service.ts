@@ -26,6 +26,7 @@ import {
   type RegisterInstanceResponse,
   checkLabelPatch,
   checkLabels,
+  type Labels,
   mergeLabels,
   parseLabelSelector,
 } from '@dumont/protocol';
@@ -108,7 +109,17 @@ export class OperatorService {
     const labels = request.labels === undefined ? undefined : checkLabels(request.labels);
     const token = newSecret('dmt');
     const tokenHash = hashSecret(token);
-    const rotated = await this.store.transaction(async (repo) => {
+    // Two first registrations of one id at once: the loser finds the winner's row and re-registers.
+    for (let attempt = 1; ; attempt++) {
+      const rotated = await this.registerOnce(operator, request, labels, tokenHash, now);
+      if (rotated !== null) return { instance_id: request.instance_id, agent_token: token, rotated };
+      if (attempt >= 3) throw new DumontError('unavailable', `instance ${request.instance_id} is being registered by other requests; try again`, 'instance_id');
+    }
+  }
+
+  /** null: another request inserted the instance meanwhile (nothing was written here). */
+  private registerOnce(operator: Operator, request: RegisterInstanceRequest & { owner?: string }, labels: Labels | undefined, tokenHash: string, now: number): Promise<boolean | null> {
+    return this.store.transaction(async (repo) => {
       const existing = await repo.getInstance(request.instance_id, { forUpdate: true });
       if (existing) {
         // Exactly the answer to any request about an instance this key cannot see: nothing about its owner.
@@ -129,17 +140,18 @@ export class OperatorService {
         const data = moved ? { rotated_by: operator.owner, previous_owner: existing.owner, owner } : { rotated_by: operator.owner };
         write.events.push({ type: 'token_rotated', reason, data });
         const fields: Record<string, unknown> = providerFieldsOf(request);
-        // Left out, the stored labels stay: an agent's install script re-registers without them.
-        if (labels !== undefined) {
-          await repo.setLabels(request.instance_id, labels);
-          fields.labels = labels;
+        // Left out, the stored labels stay (an agent's install script re-registers without them), but
+        // not across owners: the old owner's labels are none of the new owner's business.
+        if (labels !== undefined || moved) {
+          await repo.setLabels(request.instance_id, labels ?? {});
+          fields.labels = labels ?? {};
         }
         if (Object.keys(fields).length > 0) write.events.push({ type: 'instance_updated', reason: `instance updated by ${operator.owner} at re-registration`, data: fields });
         await write.commit(repo);
         return true;
       }
       const owner = request.owner ?? operator.owner;
-      await repo.insertInstance({
+      const inserted = await repo.insertInstanceIfAbsent({
         instanceId: request.instance_id,
         owner,
         agentTokenHash: tokenHash,
@@ -147,13 +159,13 @@ export class OperatorService {
         registeredAt: now,
         settings: providerSettings(request),
       });
+      if (!inserted) return null;
       if (labels !== undefined) await repo.setLabels(request.instance_id, labels);
       const data = labels === undefined ? {} : { labels };
       await repo.insertEvents(instanceEvents(request.instance_id, now, [{ type: 'registered', reason: `registered for owner ${owner}`, data }]));
       await repo.requireDurableCommit();
       return false;
     });
-    return { instance_id: request.instance_id, agent_token: token, rotated };
   }
 
   async list(operator: Operator, query: ListInstancesQuery): Promise<ListInstancesResponse> {

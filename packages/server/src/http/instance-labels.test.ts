@@ -167,5 +167,32 @@ for (const backend of await testBackends()) {
       expect(vision).toMatchObject({ hibernated_hours: 1, gpu_hours_saved: 2, usd_saved: 1 });
       expect(ids((await t.request('GET', '/api/v1/agent/savings?label=!team')).json)).toEqual([33]);
     });
+
+    it('an instance moved to another owner loses its labels, and its old owner’s savings say nothing of the new owner’s', async () => {
+      const aliceKey = await createApiKey(t.server.store, 'alice', false, T0);
+      expect((await register({ instance_id: 41, labels: { customer: 'acme-private' } }, aliceKey)).status).toBe(201);
+      await t.server.store.insertSavings({ instance_id: 41, owner: 'alice', kind: 'hibernated', started_at: T0 - 2 * H, ended_at: T0 - H, gpu_count: 1, price_per_hour: null });
+      expect(ids((await t.request('GET', '/api/v1/agent/savings?label=customer=acme-private', { token: aliceKey })).json)).toEqual([41]);
+
+      // The admin hands it to bob without naming labels: alice's do not go with it.
+      expect((await register({ instance_id: 41, owner: 'bob' })).status).toBe(200);
+      expect((await detail(41)).labels).toEqual({});
+      const bobKey = await createApiKey(t.server.store, 'bob', false, T0);
+      expect((await patch(41, { labels: { project: 'topsecret' } }, bobKey)).status).toBe(200);
+      // Alice keeps her savings on it, but no selector about bob's labels matches them.
+      expect(ids((await t.request('GET', '/api/v1/agent/savings', { token: aliceKey })).json)).toEqual([41]);
+      for (const selector of ['project=topsecret', 'project', '!project', 'project!=other']) {
+        expect(ids((await t.request('GET', `/api/v1/agent/savings?label=${selector}`, { token: aliceKey })).json), selector).toEqual([]);
+      }
+    });
+
+    it('two first registrations of one id at once: one registers, the other re-registers, never a 5xx', async () => {
+      for (let round = 0; round < 5; round++) {
+        const id = 50 + round;
+        const answers = await Promise.all([register({ instance_id: id }), register({ instance_id: id, hostname: 'x', labels: { team: 'a' } })]);
+        expect(answers.map((a) => a.status).sort(), answers.map((a) => a.text).join(' | ')).toEqual([200, 201]);
+        expect(answers.filter((a) => a.json.rotated).length).toBe(1);
+      }
+    });
   });
 }

@@ -155,6 +155,15 @@ export class KyselyRepository implements FleetRepository {
     await this.insertInstanceRow(newInstanceColumns(instance));
   }
 
+  async insertInstanceIfAbsent(instance: NewInstance) {
+    const result = await this.db
+      .insertInto('instances')
+      .values(newInstanceColumns(instance))
+      .onConflict((oc) => oc.column('instance_id').doNothing())
+      .executeTakeFirst();
+    return Number(result.numInsertedOrUpdatedRows ?? 0) > 0;
+  }
+
   /** A row as given: for store/ and its tests, which need instances in any state. */
   async insertInstanceRow(row: NewInstanceRow) {
     await this.db.insertInto('instances').values(row).execute();
@@ -428,7 +437,12 @@ export class KyselyRepository implements FleetRepository {
     let q = this.db.selectFrom('savings').selectAll().where('ended_at', '>', query.from).where('started_at', '<', query.to);
     if (query.owner !== null) q = q.where('owner', '=', query.owner);
     if (query.instanceId !== undefined) q = q.where('instance_id', '=', query.instanceId);
-    for (const condition of labelConditions(query.labels, 'savings.instance_id')) q = q.where(condition);
+    if (query.labels !== undefined && query.labels.length > 0) {
+      // Labels are the instance's current owner's: an owner's past savings on an instance that has
+      // since changed hands must not answer questions about the new owner's labels.
+      if (query.owner !== null) q = q.where('instance_id', 'in', (eb) => eb.selectFrom('instances').select('instance_id').where('owner', '=', query.owner));
+      for (const condition of labelConditions(query.labels, 'savings.instance_id')) q = q.where(condition);
+    }
     return q.orderBy('id').execute();
   }
 

@@ -21,6 +21,11 @@ export interface FleetRepository {
   getLifecycle(instanceId: number, options?: { forUpdate?: boolean }): Promise<InstanceLifecycle | undefined>;
   findInstanceIdByTokenHash(tokenHash: string): Promise<number | undefined>;
   insertInstance(instance: NewInstance): Promise<void>;
+  /**
+   * Inserts the instance unless one with its id exists (committed, or committed meanwhile by a
+   * concurrent transaction, which PostgreSQL waits for): false when it did not insert.
+   */
+  insertInstanceIfAbsent(instance: NewInstance): Promise<boolean>;
   /** Compare-and-set on `version`: false when another writer got there first (or no such row). */
   updateInstance(instanceId: number, expectedVersion: number, change: InstanceChange): Promise<boolean>;
   /** One page in `order` (default: instance id ascending), starting after `after`; nulls last either way. */
