@@ -137,14 +137,17 @@ export class OperatorService {
         const reason = moved
           ? `instance re-registered by ${operator.owner} and moved from owner ${existing.owner} to ${owner}; the old agent token no longer works`
           : `instance re-registered by ${operator.owner}; the old agent token no longer works`;
-        const data = moved ? { rotated_by: operator.owner, previous_owner: existing.owner, owner } : { rotated_by: operator.owner };
+        // The old owner's labels are none of the new owner's business: a move without labels clears them.
+        const clearLabels = moved && labels === undefined;
+        const data = moved ? { rotated_by: operator.owner, previous_owner: existing.owner, owner, ...(clearLabels ? { labels_cleared: true } : {}) } : { rotated_by: operator.owner };
         write.events.push({ type: 'token_rotated', reason, data });
         const fields: Record<string, unknown> = providerFieldsOf(request);
-        // Left out, the stored labels stay (an agent's install script re-registers without them), but
-        // not across owners: the old owner's labels are none of the new owner's business.
-        if (labels !== undefined || moved) {
-          await repo.setLabels(request.instance_id, labels ?? {});
-          fields.labels = labels ?? {};
+        // Left out, the stored labels stay (an agent's install script re-registers without them).
+        if (labels !== undefined) {
+          await repo.setLabels(request.instance_id, labels);
+          fields.labels = labels;
+        } else if (clearLabels) {
+          await repo.setLabels(request.instance_id, {});
         }
         if (Object.keys(fields).length > 0) write.events.push({ type: 'instance_updated', reason: `instance updated by ${operator.owner} at re-registration`, data: fields });
         await write.commit(repo);

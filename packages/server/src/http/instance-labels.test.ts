@@ -177,6 +177,7 @@ for (const backend of await testBackends()) {
       // The admin hands it to bob without naming labels: alice's do not go with it.
       expect((await register({ instance_id: 41, owner: 'bob' })).status).toBe(200);
       expect((await detail(41)).labels).toEqual({});
+      expect((await t.request('GET', `${LIST}/41/events`)).json.events[0]).toMatchObject({ type: 'token_rotated', data: { owner: 'bob', labels_cleared: true } });
       const bobKey = await createApiKey(t.server.store, 'bob', false, T0);
       expect((await patch(41, { labels: { project: 'topsecret' } }, bobKey)).status).toBe(200);
       // Alice keeps her savings on it, but no selector about bob's labels matches them.
