@@ -87,6 +87,26 @@ export const HibernationView = Type.Object({
   hibernate_in_seconds: Nullable(Type.Integer()),
   /** Dry-run (this instance's flag or DUMONT_DRY_RUN): the policy records `would_hibernate` and stops nothing. */
   dry_run: Type.Boolean(),
+  /**
+   * The stored values an admin limit bounds, present only where they differ from the effective ones
+   * above (an owner's value stored before a limit was lowered).
+   */
+  threshold_minutes_requested: Type.Optional(Type.Number()),
+  enabled_requested: Type.Optional(Type.Boolean()),
+  dry_run_requested: Type.Optional(Type.Boolean()),
+  /** What owners may set on this instance; admins may exceed any limit. */
+  limits: Type.Optional(
+    Type.Object({
+      max_threshold_minutes: Type.Number(),
+      max_keep_alive_minutes: Type.Integer(),
+      /** Keep-alive minutes owners may grant the instance per rolling 24 h; null = no budget. */
+      keep_alive_budget_minutes: Nullable(Type.Integer()),
+      /** What is left of it now; null = unlimited. */
+      keep_alive_left_minutes: Nullable(Type.Integer()),
+      /** Whether owners may set `enabled: false` or `dry_run: true`. */
+      owner_may_disable: Type.Boolean(),
+    }),
+  ),
 });
 
 export const PROVIDER_STATES = ['stopping', 'stopped', 'stop_failed', 'starting', 'running', 'start_failed'] as const;

@@ -1,4 +1,5 @@
 import { resolve } from 'node:path';
+import { MAX_KEEP_ALIVE_MINUTES, MAX_THRESHOLD_MINUTES } from '@dumont/protocol';
 import type { PolicySettings } from './policy/hibernation-policy.js';
 
 export interface ServerConfig extends PolicySettings {
@@ -64,6 +65,14 @@ export interface ServerConfig extends PolicySettings {
   historyDays: number;
   /** A dashboard login lasts this long (then the key is asked for again). */
   sessionHours: number;
+  /** The longest idle threshold an owner may set (admins may set more); see fleet/admin-limits.ts. */
+  maxThresholdMinutes: number;
+  /** The longest keep-alive an owner may ask in one request. */
+  maxKeepAliveMinutes: number;
+  /** Keep-alive minutes owners may grant one instance per rolling 24 h; null = unlimited. */
+  keepAliveBudgetMinutes: number | null;
+  /** Whether an owner may turn hibernation off (`enabled: false`) or put an instance in dry-run. */
+  ownerMayDisable: boolean;
 }
 
 type Env = Record<string, string | undefined>;
@@ -74,6 +83,12 @@ function number(env: Env, name: string, fallback: number, check: (n: number) => 
   const value = Number(raw);
   if (!Number.isFinite(value) || !check(value)) throw new Error(`${name}=${raw}: must be ${rule}`);
   return value;
+}
+
+function optionalNumber(env: Env, name: string, check: (n: number) => boolean, rule: string): number | null {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === '') return null;
+  return number(env, name, 0, check, rule);
 }
 
 function url(env: Env, name: string): string | undefined {
@@ -164,5 +179,9 @@ export function loadConfig(env: Env = process.env): ServerConfig {
     historyRawHours: number(env, 'DUMONT_HISTORY_RAW_HOURS', 24, positive, 'a positive number of hours'),
     historyDays: number(env, 'DUMONT_HISTORY_DAYS', 30, positive, 'a positive number of days'),
     sessionHours: number(env, 'DUMONT_SESSION_HOURS', 12, positive, 'a positive number of hours'),
+    maxThresholdMinutes: number(env, 'DUMONT_MAX_THRESHOLD_MINUTES', MAX_THRESHOLD_MINUTES, (n) => n > 0 && n <= MAX_THRESHOLD_MINUTES, `in (0, ${MAX_THRESHOLD_MINUTES}]`),
+    maxKeepAliveMinutes: number(env, 'DUMONT_MAX_KEEP_ALIVE_MINUTES', MAX_KEEP_ALIVE_MINUTES, (n) => Number.isInteger(n) && n >= 1 && n <= MAX_KEEP_ALIVE_MINUTES, `an integer in [1, ${MAX_KEEP_ALIVE_MINUTES}]`),
+    keepAliveBudgetMinutes: optionalNumber(env, 'DUMONT_KEEP_ALIVE_BUDGET_MINUTES', (n) => Number.isInteger(n) && n >= 0, 'an integer ≥ 0 (or empty: no budget)'),
+    ownerMayDisable: onOff(env, 'DUMONT_OWNER_MAY_DISABLE', true),
   };
 }

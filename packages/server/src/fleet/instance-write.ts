@@ -6,6 +6,7 @@ import type { FleetRepository, FleetStore, InstanceChange, InstanceEvent, Instan
 import type { ServerConfig } from '../config.js';
 import { DumontError } from '@dumont/protocol';
 import { notificationOf } from '../notify/notifications.js';
+import { boundedSettings, limitsOf } from './admin-limits.js';
 
 // The policy inputs of one instance, and one transaction's changes to it, in the domain's terms.
 
@@ -19,13 +20,15 @@ export function providerInstanceIdOf(instanceId: number, settings: Pick<Instance
   return settings.providerInstanceId ?? String(instanceId);
 }
 
+/** The policy an instance is evaluated with: its settings, an owner's bounded by the admin limits. */
 export function policyOf(settings: InstanceSettings, config: ServerConfig): InstancePolicy {
+  const bounded = boundedSettings(settings, limitsOf(settings, config));
   return {
-    enabled: settings.hibernationEnabled,
-    thresholdMinutes: settings.thresholdMinutes ?? config.idleThresholdMinutes,
+    enabled: bounded.enabled,
+    thresholdMinutes: bounded.thresholdMinutes ?? config.idleThresholdMinutes,
     ignoreGpuProcesses: settings.ignoreGpuProcesses,
     stopsThroughProvider: providerNameOf(settings, config) !== 'none',
-    dryRun: config.dryRun || settings.dryRun,
+    dryRun: config.dryRun || bounded.dryRun,
   };
 }
 

@@ -42,6 +42,7 @@ import { idleRuleOf, instanceEvents, InstanceWrite, policyOf } from './instance-
 import { openIntervals, sumSavings, totalOf, noSavings } from './savings.js';
 import type { MassSilenceGuard } from './mass-silence.js';
 import { canSee, type Operator } from './principal.js';
+import { checkHibernationPatch, checkKeepAlive, KEEP_ALIVE_BUDGET_WINDOW_MS, keepAliveLeft, limitsOf, ownerKeepAliveMinutes } from './admin-limits.js';
 import { massSilenceView, toCommandView, toDetail, toEventView, toSummary } from './views.js';
 
 /** Thrown out of a transition to roll it back when an `Idempotency-Key` was already used for this request. */
@@ -61,6 +62,26 @@ function sameCommandRequest(command: AgentCommand, request: CreateCommandRequest
 const notFound = (instanceId: number) => new DumontError('not_found', `instance ${instanceId} not found`, 'instance_id');
 
 const DEFAULT_SAVINGS_DAYS = 30;
+
+const EVENT_PAGE = 200;
+
+/**
+ * The keep-alive minutes owners granted the instance in the last 24 h, from its events (each records
+ * who asked and how many minutes). Read under the instance's row lock when granting one, so two
+ * concurrent keep-alives cannot both spend the same budget. Events are paged newest first and the
+ * reading stops at the window's start.
+ */
+async function ownerKeepAliveUsed(repo: Pick<FleetRepository, 'listEvents'>, instanceId: number, now: number): Promise<number> {
+  let used = 0;
+  let before: number | undefined;
+  for (;;) {
+    const page = await repo.listEvents(instanceId, before, EVENT_PAGE);
+    used += ownerKeepAliveMinutes(page, now);
+    const last = page[page.length - 1];
+    if (page.length < EVENT_PAGE || last === undefined || last.at <= now - KEEP_ALIVE_BUDGET_WINDOW_MS) return used;
+    before = last.id;
+  }
+}
 
 type ProviderFields = Pick<InstancePatch, 'provider' | 'provider_instance_id' | 'price_per_hour'>;
 
@@ -229,14 +250,16 @@ export class OperatorService {
   private async detailOf(instance: InstanceRecord): Promise<InstanceDetail> {
     const now = this.clock.now();
     const query = { owner: instance.owner, instanceId: instance.instanceId };
-    const [closed, open, labels] = await Promise.all([
+    const limits = limitsOf(instance.settings, this.config);
+    const [closed, open, labels, keepAliveUsed] = await Promise.all([
       this.store.listSavings({ ...query, from: 0, to: now }),
       this.store.listOpenSavings(query),
       this.store.labelsOf([instance.instanceId]),
+      limits.keepAliveBudgetMinutes === null ? 0 : ownerKeepAliveUsed(this.store, instance.instanceId, now),
     ]);
     const figures = sumSavings([...closed, ...openIntervals(open, now)], 0, now).get(instance.instanceId) ?? noSavings();
     const savings = { hibernated_hours: figures.hibernated_hours, gpu_hours_saved: figures.gpu_hours_saved, usd_saved: figures.usd_saved };
-    return toDetail(instance, this.config, now, savings, labels.get(instance.instanceId) ?? {});
+    return toDetail(instance, this.config, now, savings, labels.get(instance.instanceId) ?? {}, keepAliveLeft(limits, keepAliveUsed));
   }
 
   /** Runs one policy input against a locked instance and stores the outcome; returns the write made. */
@@ -264,15 +287,21 @@ export class OperatorService {
   }
 
   async keepAlive(operator: Operator, instanceId: number, minutes: number): Promise<KeepAliveResponse> {
-    const until = this.clock.now() + minutes * 60_000;
-    await this.transition(operator, instanceId, ({ facts }) => {
+    const now = this.clock.now();
+    const until = now + minutes * 60_000;
+    await this.transition(operator, instanceId, async ({ facts, settings }, _write, repo) => {
       if (facts.status === 'hibernating' || facts.status === 'hibernated') {
         throw new DumontError(
           'instance_hibernating',
           `instance ${instanceId} is ${facts.status}; a keep-alive cannot postpone it (it wakes with its next heartbeat)`,
         );
       }
-      return { kind: 'keep_alive', until };
+      if (!operator.admin) {
+        const limits = limitsOf(settings, this.config);
+        const used = limits.keepAliveBudgetMinutes === null ? 0 : await ownerKeepAliveUsed(repo, instanceId, now);
+        checkKeepAlive(limits, minutes, used, operator.admin);
+      }
+      return { kind: 'keep_alive', until, by: { owner: operator.owner, admin: operator.admin, minutes } };
     });
     return {
       success: true,
@@ -283,14 +312,26 @@ export class OperatorService {
   }
 
   async patchHibernation(operator: Operator, instanceId: number, patch: HibernationPolicyPatch): Promise<InstanceDetail> {
-    await this.transition(operator, instanceId, (_instance, write) => {
+    await this.transition(operator, instanceId, (instance, write) => {
+      checkHibernationPatch(limitsOf(instance.settings, this.config), patch, operator.admin);
       const settings: Partial<InstanceSettings> = {};
-      if (patch.enabled !== undefined) settings.hibernationEnabled = patch.enabled;
-      if (patch.dry_run !== undefined) settings.dryRun = patch.dry_run;
-      if (patch.threshold_minutes !== undefined) settings.thresholdMinutes = patch.threshold_minutes;
+      // Each bounded setting remembers whether an admin set it: an admin's value stands, an owner's is
+      // bounded by the limits when evaluated (policyOf), even after a limit is lowered.
+      if (patch.enabled !== undefined) {
+        settings.hibernationEnabled = patch.enabled;
+        settings.enabledSetByAdmin = operator.admin;
+      }
+      if (patch.dry_run !== undefined) {
+        settings.dryRun = patch.dry_run;
+        settings.dryRunSetByAdmin = operator.admin;
+      }
+      if (patch.threshold_minutes !== undefined) {
+        settings.thresholdMinutes = patch.threshold_minutes;
+        settings.thresholdSetByAdmin = operator.admin;
+      }
       if (patch.ignore_gpu_processes !== undefined) settings.ignoreGpuProcesses = patch.ignore_gpu_processes;
       write.change.settings = settings;
-      write.events.push({ type: 'policy_changed', reason: `hibernation policy changed by ${operator.owner}`, data: { ...patch } });
+      write.events.push({ type: 'policy_changed', reason: `hibernation policy changed by ${operator.owner}`, data: { ...patch, by: operator.owner, by_admin: operator.admin } });
       return { kind: 'policy_changed' };
     });
     return this.detailAfter(operator, instanceId);

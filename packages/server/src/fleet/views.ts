@@ -4,6 +4,7 @@ import type { ServerConfig } from '../config.js';
 import { hibernateInSeconds, idleSeconds } from '../policy/hibernation-policy.js';
 import type { AgentCommand, InstanceListEntry, InstanceRecord, StoredEvent } from '../store/store.js';
 import { policyOf, providerInstanceIdOf, providerNameOf } from './instance-write.js';
+import { boundedSettings, limitsOf } from './admin-limits.js';
 
 /** Rows → the public JSON shapes of the seed (plus extensions). */
 
@@ -41,9 +42,29 @@ export function toSummary(entry: InstanceListEntry, now: number, labels: Labels)
   };
 }
 
-export function toDetail(instance: InstanceRecord, config: ServerConfig, now: number, savings: InstanceSavings, labels: Labels): InstanceDetail {
-  const { facts, readings } = instance;
-  const policy = policyOf(instance.settings, config);
+/**
+ * `keepAliveLeft`: the keep-alive minutes owners may still grant the instance today (null = unlimited).
+ */
+export function toDetail(
+  instance: InstanceRecord,
+  config: ServerConfig,
+  now: number,
+  savings: InstanceSavings,
+  labels: Labels,
+  keepAliveLeft: number | null = null,
+): InstanceDetail {
+  const { facts, readings, settings } = instance;
+  const policy = policyOf(settings, config);
+  const limits = limitsOf(settings, config);
+  const bounded = boundedSettings(settings, limits);
+  // The stored value beside the effective one, only where a limit bounds it (old clients read the effective one).
+  const requested = {
+    ...(bounded.thresholdMinutes !== settings.thresholdMinutes && settings.thresholdMinutes !== null
+      ? { threshold_minutes_requested: settings.thresholdMinutes }
+      : {}),
+    ...(bounded.enabled !== settings.hibernationEnabled ? { enabled_requested: settings.hibernationEnabled } : {}),
+    ...(bounded.dryRun !== settings.dryRun ? { dry_run_requested: settings.dryRun } : {}),
+  };
   return {
     instance_id: instance.instanceId,
     hostname: instance.hostname,
@@ -66,6 +87,14 @@ export function toDetail(instance: InstanceRecord, config: ServerConfig, now: nu
       ignore_gpu_processes: policy.ignoreGpuProcesses,
       hibernate_in_seconds: hibernateInSeconds(facts, now),
       dry_run: policy.dryRun,
+      ...requested,
+      limits: {
+        max_threshold_minutes: limits.maxThresholdMinutes,
+        max_keep_alive_minutes: limits.maxKeepAliveMinutes,
+        keep_alive_budget_minutes: limits.keepAliveBudgetMinutes,
+        keep_alive_left_minutes: keepAliveLeft,
+        owner_may_disable: limits.ownerMayDisable,
+      },
     },
     agent_version: readings.agentVersion,
     gpus: [...readings.gpus],

@@ -88,7 +88,8 @@ export type PolicyInput =
       hold?: string | null;
     }
   | { kind: 'tick' }
-  | { kind: 'keep_alive'; until: number }
+  /** `by`: who asked, and for how long (the event records it: owners' keep-alives count against a budget). */
+  | { kind: 'keep_alive'; until: number; by?: { owner: string; admin: boolean; minutes: number } }
   | { kind: 'hibernate_now'; reason: string }
   | { kind: 'policy_changed' }
   | ({ kind: 'hibernate_result' } & HibernateReport)
@@ -140,7 +141,7 @@ export function evaluate(
       step.tick();
       break;
     case 'keep_alive':
-      step.keepAlive(input.until);
+      step.keepAlive(input.until, input.by);
       break;
     case 'hibernate_now':
       step.hibernateNow(input.reason);
@@ -469,10 +470,11 @@ class Step {
     }
   }
 
-  keepAlive(until: number): void {
+  keepAlive(until: number, by?: { owner: string; admin: boolean; minutes: number }): void {
     this.f.postponedUntil = until;
     this.emit('keep_alive', `hibernation postponed until ${new Date(until).toISOString()}`, {
       postponed_until: new Date(until).toISOString(),
+      ...(by === undefined ? {} : { minutes: by.minutes, by: by.owner, by_admin: by.admin }),
     });
     this.cancelSchedule('keep-alive');
   }

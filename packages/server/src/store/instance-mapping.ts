@@ -48,9 +48,19 @@ const SETTING_COLUMNS = {
   provider: 'provider',
   providerInstanceId: 'provider_instance_id',
   pricePerHour: 'price_per_hour',
+  thresholdSetByAdmin: 'threshold_set_by_admin',
+  enabledSetByAdmin: 'enabled_set_by_admin',
+  dryRunSetByAdmin: 'dry_run_set_by_admin',
 } as const satisfies Record<keyof InstanceSettings, keyof LifecycleRow>;
 
-const FLAG_SETTINGS = new Set<keyof InstanceSettings>(['hibernationEnabled', 'ignoreGpuProcesses', 'dryRun']);
+const FLAG_SETTINGS = new Set<keyof InstanceSettings>([
+  'hibernationEnabled',
+  'ignoreGpuProcesses',
+  'dryRun',
+  'thresholdSetByAdmin',
+  'enabledSetByAdmin',
+  'dryRunSetByAdmin',
+]);
 
 export function lifecycleOf(row: LifecycleRow): InstanceLifecycle {
   return {
@@ -81,6 +91,9 @@ export function lifecycleOf(row: LifecycleRow): InstanceLifecycle {
       provider: row.provider,
       providerInstanceId: row.provider_instance_id,
       pricePerHour: row.price_per_hour,
+      thresholdSetByAdmin: row.threshold_set_by_admin === 1,
+      enabledSetByAdmin: row.enabled_set_by_admin === 1,
+      dryRunSetByAdmin: row.dry_run_set_by_admin === 1,
     },
     hibernateCommandId: row.hibernate_command_id,
     openCommands: row.open_commands,

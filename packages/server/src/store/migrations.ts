@@ -241,6 +241,15 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex('instance_labels_key_value').on('instance_labels').columns(['key', 'value', 'instance_id']).execute();
       },
     },
+    '0010_admin_limits': {
+      async up(db: Kysely<any>) {
+        // Who last set each bounded setting: an owner's value is bounded by the admin limits when
+        // evaluated, an admin's stands. Rows stored before hold owners' values (0).
+        for (const column of ['threshold_set_by_admin', 'enabled_set_by_admin', 'dry_run_set_by_admin']) {
+          await db.schema.alterTable('instances').addColumn(column, 'integer', (c) => c.notNull().defaultTo(0)).execute();
+        }
+      },
+    },
   };
 }
 

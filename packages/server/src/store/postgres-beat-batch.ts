@@ -62,6 +62,9 @@ const COLUMN_TYPES: Record<Exclude<keyof InstancesTable, 'instance_id' | 'versio
   provider_updated_at: 'bigint',
   wake_requested_at: 'bigint',
   saving_since: 'bigint',
+  threshold_set_by_admin: 'integer',
+  enabled_set_by_admin: 'integer',
+  dry_run_set_by_admin: 'integer',
 };
 const isPatchable = (column: string): column is keyof typeof COLUMN_TYPES => Object.hasOwn(COLUMN_TYPES, column);
 

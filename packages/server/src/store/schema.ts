@@ -118,6 +118,10 @@ export interface InstancesTable {
   wake_requested_at: number | null;
   /** Start of the open hibernated (or dry-run would-hibernate) interval; null when none is open. */
   saving_since: number | null;
+  /** 1 when an admin key last set the threshold / `enabled` / `dry_run` (admin limits do not bound it). */
+  threshold_set_by_admin: number;
+  enabled_set_by_admin: number;
+  dry_run_set_by_admin: number;
 }
 
 export interface ApiKeysTable {
@@ -179,6 +183,9 @@ export function newInstanceRow(
     open_commands: 0,
     version: 0,
     dry_run: 0,
+    threshold_set_by_admin: 0,
+    enabled_set_by_admin: 0,
+    dry_run_set_by_admin: 0,
     ...fields,
   };
 }

@@ -153,6 +153,9 @@ export const LIFECYCLE_COLUMNS = [
   'provider_state',
   'wake_requested_at',
   'saving_since',
+  'threshold_set_by_admin',
+  'enabled_set_by_admin',
+  'dry_run_set_by_admin',
 ] as const satisfies readonly (keyof InstanceRow)[];
 
 /** The columns behind `InstanceLifecycle` (instance-mapping.ts): known only inside store/. */
@@ -170,6 +173,14 @@ export interface InstanceSettings {
   /** null = the instance id. */
   providerInstanceId: string | null;
   pricePerHour: number | null;
+  /**
+   * Whether an admin key last set the threshold, `enabled` or `dry_run`: an admin's value stands, an
+   * owner's is bounded by the admin limits when evaluated (fleet/admin-limits.ts), even one stored
+   * before a limit was lowered.
+   */
+  thresholdSetByAdmin: boolean;
+  enabledSetByAdmin: boolean;
+  dryRunSetByAdmin: boolean;
 }
 
 /** An instance as a lifecycle decision reads it: the policy's facts, its settings, and bookkeeping. */
