@@ -85,6 +85,7 @@ export function HibernationForm({ detail, base, onSaved }: { detail: InstanceDet
             aria-describedby={fieldError('threshold_minutes') ? 'threshold-error' : undefined}
           />
           <FieldError id="threshold-error" message={fieldError('threshold_minutes')} />
+          <LimitsHint detail={detail} />
         </div>
         <label class="check">
           <input
@@ -125,5 +126,17 @@ export function HibernationForm({ detail, base, onSaved }: { detail: InstanceDet
         </div>
       </form>
     </section>
+  );
+}
+
+/** The owners' limits on this instance, and any stored value they bound (admins may exceed them). */
+function LimitsHint({ detail }: { detail: InstanceDetail }) {
+  const { limits, threshold_minutes_requested: requested } = detail.hibernation;
+  if (!limits) return null;
+  return (
+    <p class="muted hint" data-hint="hibernation-limits">
+      Owners may set up to {limits.max_threshold_minutes} min{limits.owner_may_disable ? '' : ', and may not turn hibernation off or to dry run'}.
+      {requested !== undefined && ` ${requested} min was asked; ${detail.hibernation.threshold_minutes} applies.`}
+    </p>
   );
 }

@@ -303,6 +303,7 @@ function Actions({ detail, base, onDone }: { detail: InstanceDetail; base: strin
           </button>
         </div>
         <FieldError id="keep-alive-error" message={error?.field === 'minutes' ? error.message : null} />
+        <KeepAliveLimits detail={detail} />
       </form>
       <div class="button-row">
         {detail.status === 'hibernated' && (
@@ -388,4 +389,17 @@ function mergeEvents(a: EventView[], b: EventView[]): EventView[] {
   const byId = new Map<number, EventView>();
   for (const event of [...a, ...b]) byId.set(event.id, event);
   return [...byId.values()].sort((x, y) => y.id - x.id);
+}
+
+/** What owners may ask of a keep-alive here (admins may ask more); nothing when the server sets no limits. */
+function KeepAliveLimits({ detail }: { detail: InstanceDetail }) {
+  const limits = detail.hibernation.limits;
+  if (!limits) return null;
+  const budget =
+    limits.keep_alive_budget_minutes === null ? '' : `; ${limits.keep_alive_left_minutes ?? 0} of ${limits.keep_alive_budget_minutes} min left in 24 h`;
+  return (
+    <p class="muted hint" data-hint="keep-alive-limits">
+      Owners: up to {limits.max_keep_alive_minutes} min a time{budget}.
+    </p>
+  );
 }
