@@ -1,9 +1,12 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type Locator, type Page } from 'playwright-core';
 import { expect } from 'vitest';
+import { SqliteStore } from '../../server/src/store/sqlite-store.js';
+import { TestServer } from '../../server/src/test-support/test-server.js';
 
 /** What the browser suites share: the Chromium they drive, the page built from the sources now, and their checks. */
 
@@ -23,6 +26,27 @@ export function chromiumMissing(suite: string): boolean {
 /** The page under test is the one built from these sources now, not whatever dist/ holds. */
 export function buildDashboard(outdir: string): void {
   execFileSync(process.execPath, [BUILD_SCRIPT, '--outdir', outdir], { stdio: 'pipe' });
+}
+
+/**
+ * The real server over SQLite in a temporary folder, serving the page built from these sources, its
+ * manual clock at `clockAt`; `close()` stops it and removes the folder.
+ */
+export async function startDashboardServer(options: { env?: Record<string, string>; clockAt?: number } = {}): Promise<{ t: TestServer; close: () => Promise<void> }> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'dumont-browser-'));
+  buildDashboard(join(dataDir, 'ui'));
+  const store = await SqliteStore.open(join(dataDir, 'dumont.db'));
+  const t = new TestServer(async () => store, options.env);
+  t.dashboardDir = join(dataDir, 'ui');
+  t.clock.set(options.clockAt ?? Date.now());
+  await t.start();
+  return {
+    t,
+    close: async () => {
+      await t.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
 }
 
 export function launchChromium(): Promise<Browser> {

@@ -1,12 +1,8 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey } from '../../server/src/admin-key.js';
-import { SqliteStore } from '../../server/src/store/sqlite-store.js';
-import { TestServer } from '../../server/src/test-support/test-server.js';
-import { buildDashboard, chromiumMissing, launchChromium, PageProblems, pixelsOfColour, poll, screenshot, unnamedControls } from './browser-support.js';
+import type { TestServer } from '../../server/src/test-support/test-server.js';
+import { chromiumMissing, launchChromium, PageProblems, pixelsOfColour, poll, screenshot, startDashboardServer, unnamedControls } from './browser-support.js';
 
 /**
  * The dashboard in a real Chromium against the real server over SQLite: a fleet of 21 instances made
@@ -62,21 +58,15 @@ const beatBody = (id: number, busy: boolean, step: number) => ({
 
 describe.skipIf(chromiumMissing('dashboard browser suite'))('dashboard in a real browser', () => {
   let t: TestServer;
-  let dataDir: string;
+  let stopServer: (() => Promise<void>) | undefined;
   let browser: Browser;
   let aliceKey: string;
   const problems = new PageProblems();
 
   beforeAll(async () => {
-    dataDir = mkdtempSync(join(tmpdir(), 'dumont-dashboard-'));
-    buildDashboard(join(dataDir, 'ui'));
-    const store = await SqliteStore.open(join(dataDir, 'dumont.db'));
-    t = new TestServer(async () => store);
-    t.dashboardDir = join(dataDir, 'ui');
     // The server's manual clock ends the seeding at the browser's "now": relative times read naturally.
     const seedMinutes = 34;
-    t.clock.set(Math.floor(Date.now() / 1000) * 1000 - seedMinutes * MINUTE);
-    await t.start();
+    ({ t, close: stopServer } = await startDashboardServer({ clockAt: Math.floor(Date.now() / 1000) * 1000 - seedMinutes * MINUTE }));
     await seedFleet(seedMinutes);
     await t.server.history.flush();
     browser = await launchChromium();
@@ -84,8 +74,7 @@ describe.skipIf(chromiumMissing('dashboard browser suite'))('dashboard in a real
 
   afterAll(async () => {
     await browser?.close();
-    await t?.close();
-    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+    await stopServer?.();
   });
 
   async function seedFleet(minutes: number) {

@@ -1,11 +1,7 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SqliteStore } from '../../server/src/store/sqlite-store.js';
-import { TestServer } from '../../server/src/test-support/test-server.js';
-import { buildDashboard, chromiumMissing, launchChromium, PageProblems, poll, screenshot, unnamedControls } from './browser-support.js';
+import type { TestServer } from '../../server/src/test-support/test-server.js';
+import { chromiumMissing, launchChromium, PageProblems, poll, screenshot, startDashboardServer, unnamedControls } from './browser-support.js';
 
 /**
  * Labels in a real Chromium against the real server over SQLite: the list's label filter (and the
@@ -21,19 +17,13 @@ const FLEET = [
 
 describe.skipIf(chromiumMissing('labels browser suite'))('labels in a real browser', () => {
   let t: TestServer;
-  let dataDir: string;
+  let stopServer: (() => Promise<void>) | undefined;
   let browser: Browser;
   let page: Page;
   const problems = new PageProblems();
 
   beforeAll(async () => {
-    dataDir = mkdtempSync(join(tmpdir(), 'dumont-labels-'));
-    buildDashboard(join(dataDir, 'ui'));
-    const store = await SqliteStore.open(join(dataDir, 'dumont.db'));
-    t = new TestServer(async () => store);
-    t.dashboardDir = join(dataDir, 'ui');
-    t.clock.set(Date.now());
-    await t.start();
+    ({ t, close: stopServer } = await startDashboardServer());
     for (const instance of FLEET) {
       const res = await t.request('POST', '/api/v1/agent/instances', { body: { instance_id: instance.id, hostname: `gpu-${instance.id}`, labels: instance.labels } });
       expect(res.status, res.text).toBe(201);
@@ -52,8 +42,7 @@ describe.skipIf(chromiumMissing('labels browser suite'))('labels in a real brows
 
   afterAll(async () => {
     await browser?.close();
-    await t?.close();
-    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+    await stopServer?.();
   });
 
   const listed = () => page.locator('table.instances tbody tr[data-instance-id]').evaluateAll((rows) => rows.map((r) => Number((r as { dataset: { instanceId: string } }).dataset.instanceId)));

@@ -1,12 +1,8 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey } from '../../server/src/admin-key.js';
-import { SqliteStore } from '../../server/src/store/sqlite-store.js';
-import { TestServer, T0 } from '../../server/src/test-support/test-server.js';
-import { buildDashboard, chromiumMissing, launchChromium, PageProblems, poll } from './browser-support.js';
+import { T0, type TestServer } from '../../server/src/test-support/test-server.js';
+import { chromiumMissing, launchChromium, PageProblems, poll, startDashboardServer } from './browser-support.js';
 
 /**
  * The admin limits as an owner meets them in a real Chromium: the instance page says what owners may
@@ -15,19 +11,15 @@ import { buildDashboard, chromiumMissing, launchChromium, PageProblems, poll } f
 
 describe.skipIf(chromiumMissing('admin limits browser suite'))('admin limits in a real browser', () => {
   let t: TestServer;
-  let dataDir: string;
+  let stopServer: (() => Promise<void>) | undefined;
   let browser: Browser;
   let page: Page;
   const problems = new PageProblems();
 
   beforeAll(async () => {
-    dataDir = mkdtempSync(join(tmpdir(), 'dumont-limits-'));
-    buildDashboard(join(dataDir, 'ui'));
-    const store = await SqliteStore.open(join(dataDir, 'dumont.db'));
-    t = new TestServer(async () => store, { DUMONT_MAX_THRESHOLD_MINUTES: '120', DUMONT_KEEP_ALIVE_BUDGET_MINUTES: '90', DUMONT_OWNER_MAY_DISABLE: 'off' });
-    t.dashboardDir = join(dataDir, 'ui');
-    t.clock.set(Date.now());
-    await t.start();
+    ({ t, close: stopServer } = await startDashboardServer({
+      env: { DUMONT_MAX_THRESHOLD_MINUTES: '120', DUMONT_KEEP_ALIVE_BUDGET_MINUTES: '90', DUMONT_OWNER_MAY_DISABLE: 'off' },
+    }));
     const aliceKey = await createApiKey(t.server.store, 'alice', false, T0);
     expect((await t.request('POST', '/api/v1/agent/instances', { body: { instance_id: 61, hostname: 'gpu-61' }, token: aliceKey })).status).toBe(201);
     browser = await launchChromium();
@@ -43,8 +35,7 @@ describe.skipIf(chromiumMissing('admin limits browser suite'))('admin limits in 
 
   afterAll(async () => {
     await browser?.close();
-    await t?.close();
-    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+    await stopServer?.();
   });
 
   it('says what owners may set, and refuses more under the field, naming the limit', async () => {

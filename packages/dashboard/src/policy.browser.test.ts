@@ -1,11 +1,7 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SqliteStore } from '../../server/src/store/sqlite-store.js';
-import { TestServer } from '../../server/src/test-support/test-server.js';
-import { buildDashboard, chromiumMissing, launchChromium, PageProblems, pixelsOfColour, poll, screenshot, unnamedControls } from './browser-support.js';
+import type { TestServer } from '../../server/src/test-support/test-server.js';
+import { chromiumMissing, launchChromium, PageProblems, pixelsOfColour, poll, screenshot, startDashboardServer, unnamedControls } from './browser-support.js';
 
 /**
  * The Policy page in a real Chromium against the real server over SQLite: a history with known replay
@@ -40,31 +36,24 @@ const dollars = (n: number) => n.toLocaleString('en-US', { style: 'currency', cu
 
 describe.skipIf(chromiumMissing('policy page browser suite'))('the Policy page in a real browser', () => {
   let t: TestServer;
-  let dataDir: string;
+  let stopServer: (() => Promise<void>) | undefined;
   let browser: Browser;
   let page: Page;
   let start: number;
   const problems = new PageProblems();
 
   beforeAll(async () => {
-    dataDir = mkdtempSync(join(tmpdir(), 'dumont-policy-'));
-    buildDashboard(join(dataDir, 'ui'));
-    const store = await SqliteStore.open(join(dataDir, 'dumont.db'));
-    // The live policy waits 4 hours: in this history it never fires, so what actually ran saved nothing.
-    t = new TestServer(async () => store, { DUMONT_IDLE_THRESHOLD_MINUTES: '240' });
-    t.dashboardDir = join(dataDir, 'ui');
     // The history ends a minute before the browser's "now", so that the page's dates read naturally.
     start = Math.floor(Date.now() / MINUTE) * MINUTE - (SEED_MINUTES + 1) * MINUTE;
-    t.clock.set(start);
-    await t.start();
+    // The live policy waits 4 hours: in this history it never fires, so what actually ran saved nothing.
+    ({ t, close: stopServer } = await startDashboardServer({ env: { DUMONT_IDLE_THRESHOLD_MINUTES: '240' }, clockAt: start }));
     await recordHistory();
     browser = await launchChromium();
   }, 60_000);
 
   afterAll(async () => {
     await browser?.close();
-    await t?.close();
-    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+    await stopServer?.();
   });
 
   async function recordHistory() {

@@ -4,6 +4,7 @@ import uPlot from 'uplot';
 import { api, errorMessage, query } from './api.js';
 import { decimal, isKnown, UNKNOWN } from './format.js';
 import { usePoll } from './hooks.js';
+import { usePlot } from './use-plot.js';
 
 const RANGES = [
   { label: '1 h', seconds: 3600 },
@@ -102,7 +103,6 @@ export function MetricsCharts({ instanceId }: { instanceId: number }) {
 function Chart(props: { metric: Metric; gpuIndex: number; points: MetricsPoint[]; from: number; to: number }) {
   const { metric } = props;
   const box = useRef<HTMLDivElement>(null);
-  const plot = useRef<uPlot | null>(null);
   const xs = props.points.map((p) => Date.parse(p.at) / 1000);
   const ys = props.points.map((p) => {
     const v = p[metric.key];
@@ -111,21 +111,7 @@ function Chart(props: { metric: Metric; gpuIndex: number; points: MetricsPoint[]
   const latest = [...ys].reverse().find(isKnown);
   const known = ys.filter(isKnown).length;
 
-  useEffect(() => {
-    const el = box.current!;
-    const u = new uPlot(chartOptions(metric, Math.max(200, el.clientWidth)), [xs, ys] as uPlot.AlignedData, el);
-    plot.current = u;
-    const resize = new ResizeObserver(() => {
-      const width = Math.max(200, el.clientWidth);
-      if (width !== u.width) u.setSize({ width, height: u.height });
-    });
-    resize.observe(el);
-    return () => {
-      resize.disconnect();
-      u.destroy();
-      plot.current = null;
-    };
-  }, [metric]);
+  const plot = usePlot(box, (width) => chartOptions(metric, width), [xs, ys] as uPlot.AlignedData, 200, [metric]);
 
   useEffect(() => {
     const u = plot.current;

@@ -2,6 +2,7 @@ import type { ReplayedPolicy } from '@dumont/protocol';
 import { useEffect, useRef } from 'preact/hooks';
 import uPlot from 'uplot';
 import { decimal, usd } from './format.js';
+import { usePlot } from './use-plot.js';
 
 /** What the left axis counts: money where instances have a price, GPU-hours always. */
 export type SavingsUnit = 'usd' | 'gpu_hours';
@@ -15,26 +16,11 @@ const formatSavings = (value: number, unit: SavingsUnit) => (unit === 'usd' ? us
 /** Savings (left axis) against regrets (right axis), one point per threshold replayed. */
 export function PolicyChart({ policies, unit }: { policies: ReplayedPolicy[]; unit: SavingsUnit }) {
   const box = useRef<HTMLDivElement>(null);
-  const plot = useRef<uPlot | null>(null);
   // uPlot wants x ascending; the table keeps the order asked.
   const sorted = [...policies].sort((a, b) => a.threshold_minutes - b.threshold_minutes);
   const data: uPlot.AlignedData = [sorted.map((p) => p.threshold_minutes), sorted.map((p) => savingsOf(p, unit)), sorted.map((p) => p.regrets.length)];
 
-  useEffect(() => {
-    const el = box.current!;
-    const u = new uPlot(chartOptions(unit, Math.max(260, el.clientWidth)), data, el);
-    plot.current = u;
-    const resize = new ResizeObserver(() => {
-      const width = Math.max(260, el.clientWidth);
-      if (width !== u.width) u.setSize({ width, height: u.height });
-    });
-    resize.observe(el);
-    return () => {
-      resize.disconnect();
-      u.destroy();
-      plot.current = null;
-    };
-  }, [unit]);
+  const plot = usePlot(box, (width) => chartOptions(unit, width), data, 260, [unit]);
 
   useEffect(() => {
     plot.current?.setData(data);

@@ -57,19 +57,13 @@ export interface ReplayResponse {
  * the beat's (every row of a beat carries them); samples from before they were recorded have neither.
  */
 export function beatsOf(samples: readonly HistorySample[]): ReplayBeat[] {
-  const byTime = new Map<number, HistorySample[]>();
-  for (const sample of samples) {
-    const rows = byTime.get(sample.at);
-    if (rows) rows.push(sample);
-    else byTime.set(sample.at, [sample]);
-  }
-  return [...byTime.entries()]
+  return [...groupBy(samples, (sample) => sample.at).entries()]
     .sort(([a], [b]) => a - b)
     .map(([at, rows]) => ({
       at,
       utilizations: rows.filter((r) => r.gpu_index >= 0).sort((a, b) => a.gpu_index - b.gpu_index).map((r) => r.utilization_percent),
       processCount: rows[0]!.process_count,
-      lastActivityAt: rows.reduce<number | null>((latest, r) => (r.last_activity_at != null && (latest === null || r.last_activity_at > latest) ? r.last_activity_at : latest), null),
+      lastActivityAt: maxOf(rows.map((r) => r.last_activity_at ?? null)),
       collectorError: rows.some((r) => r.collector_error === 1),
     }));
 }
@@ -91,14 +85,8 @@ export function beatsOf(samples: readonly HistorySample[]): ReplayBeat[] {
  *   up to it, so no beat before it is ever idle by the activity rule.
  */
 export function rollupBeatsOf(rows: readonly RollupRow[], timing: { heartbeatIntervalMs: number; offlineAfterMs: number }): ReplayBeat[] {
-  const byBucket = new Map<number, RollupRow[]>();
-  for (const row of rows) {
-    const bucket = byBucket.get(row.bucket_at);
-    if (bucket) bucket.push(row);
-    else byBucket.set(row.bucket_at, [row]);
-  }
   const beats: ReplayBeat[] = [];
-  for (const [bucketAt, bucket] of [...byBucket.entries()].sort(([a], [b]) => a - b)) {
+  for (const [bucketAt, bucket] of [...groupBy(rows, (row) => row.bucket_at).entries()].sort(([a], [b]) => a - b)) {
     const silence = maxOf(bucket.map((r) => r.silence_max ?? null));
     const first = minOf(bucket.map((r) => r.first_at ?? null)) ?? bucketAt;
     const last = maxOf(bucket.map((r) => r.last_at ?? null)) ?? bucketAt + ROLLUP_BUCKET_MS - 1;
@@ -131,6 +119,17 @@ function spread(first: number, last: number, count: number): number[] {
 
 function minOf(values: readonly (number | null)[]): number | null {
   return values.reduce<number | null>((min, v) => (v != null && (min === null || v < min) ? v : min), null);
+}
+
+/** Rows by a key, in first-seen order (Map.groupBy needs Node 21). */
+function groupBy<T>(rows: readonly T[], key: (row: T) => number): Map<number, T[]> {
+  const groups = new Map<number, T[]>();
+  for (const row of rows) {
+    const group = groups.get(key(row));
+    if (group) group.push(row);
+    else groups.set(key(row), [row]);
+  }
+  return groups;
 }
 
 function maxOf(values: readonly (number | null)[]): number | null {
