@@ -5,6 +5,7 @@ import { defaultRuntimeDirs, readJupyter } from './collectors/jupyter.js';
 import { NvidiaSmiCollector } from './collectors/nvidia-smi.js';
 import { SYSTEM_PATHS, readPasswd, type SystemPaths } from './collectors/proc.js';
 import { readSessions } from './collectors/sessions.js';
+import { DEFAULT_SIGNAL_TIMEOUT_MS, SignalHookRunner } from './collectors/signal-hooks.js';
 import type { AgentConfig } from './config.js';
 import { buildHeartbeat } from './heartbeat/body.js';
 import type { Logger } from './log.js';
@@ -39,21 +40,27 @@ export interface BeatCollector {
  * clear, not on every beat.
  */
 export function createBeatCollector(
-  config: Pick<AgentConfig, 'instanceId' | 'nvidiaSmi' | 'nvidiaSmiTimeoutMs' | 'utmpFile' | 'jupyterRuntimeDirs'>,
+  config: Pick<AgentConfig, 'instanceId' | 'nvidiaSmi' | 'nvidiaSmiTimeoutMs' | 'utmpFile' | 'jupyterRuntimeDirs'> &
+    Partial<Pick<AgentConfig, 'signalHooks' | 'signalTimeoutMs'>>,
   deps: CollectDeps,
 ): BeatCollector {
   const paths = deps.paths ?? SYSTEM_PATHS;
   const gpu = new NvidiaSmiCollector({ path: config.nvidiaSmi, timeoutMs: config.nvidiaSmiTimeoutMs });
   const tracker = new ActivityTracker();
+  const signals = new SignalHookRunner(config.signalHooks ?? [], {
+    timeoutMs: config.signalTimeoutMs ?? DEFAULT_SIGNAL_TIMEOUT_MS,
+    env: config.instanceId === null ? {} : { DUMONT_INSTANCE_ID: String(config.instanceId) },
+  });
   let lastErrors = new Map<string, string>();
 
   const read = async (results: readonly CommandResult[], runningCommands: readonly string[]): Promise<Reading> => {
     const passwd = await readPasswd(paths.passwd);
     const runtimeDirs = config.jupyterRuntimeDirs ?? defaultRuntimeDirs(deps.env, passwd);
-    const [gpus, sessions, jupyter] = await Promise.all([
+    const [gpus, sessions, jupyter, activitySignals] = await Promise.all([
       gpu.collect(),
       readSessions(config.utmpFile, paths),
       readJupyter({ runtimeDirs, timeoutMs: 2000, passwd, procRoot: paths.proc }),
+      signals.run(),
     ]);
     const now = deps.now();
     const errors: CollectorError[] = [...gpus.errors];
@@ -79,6 +86,7 @@ export function createBeatCollector(
       commandResults: results,
       collectorErrors: errors,
       runningCommands,
+      activitySignals,
     });
     return { body, activity };
   };

@@ -131,3 +131,34 @@ describe('config file and precedence', () => {
     expect(() => resolve(['--token-file', join(tmp, 'missing')])).toThrow(/cannot read token file/);
   });
 });
+
+describe('signal hooks', () => {
+  it('--signal-hook key=command is repeatable; the timeout defaults to 5 s', () => {
+    const c = resolve(['--signal-hook', 'slurm=squeue -h | grep -q .', '--signal-hook', 'jupyter-hub=curl -sf http://h/busy', '--signal-timeout-seconds', '2.5']);
+    expect(c.signalHooks).toEqual([
+      { key: 'slurm', command: 'squeue -h | grep -q .' },
+      { key: 'jupyter-hub', command: 'curl -sf http://h/busy' },
+    ]);
+    expect(c.signalTimeoutMs).toBe(2500);
+    expect(resolve([])).toMatchObject({ signalHooks: [], signalTimeoutMs: 5000 });
+  });
+
+  it('reads them from the config file as a list, flags replacing the file’s', () => {
+    const path = file('sig.json', JSON.stringify({ 'signal-hook': ['slurm=from-file'], 'signal-timeout-seconds': 3 }));
+    expect(resolve(['--config', path])).toMatchObject({ signalHooks: [{ key: 'slurm', command: 'from-file' }], signalTimeoutMs: 3000 });
+    expect(resolve(['--config', path, '--signal-hook', 'hub=from-flag']).signalHooks).toEqual([{ key: 'hub', command: 'from-flag' }]);
+    expect(() => resolve(['--config', file('sig-bad.json', '{"signal-hook": "slurm=x"}')])).toThrow(/wrong type/);
+  });
+
+  it('refuses bad keys, a missing command, a repeated key and a bad timeout at startup', () => {
+    expect(() => resolve(['--signal-hook', 'Slurm=x'])).toThrow(ConfigError);
+    expect(() => resolve(['--signal-hook', 'Slurm=x'])).toThrow(/--signal-hook key "Slurm" is not valid/);
+    expect(() => resolve(['--signal-hook', 'slurm'])).toThrow(/--signal-hook must be KEY=COMMAND/);
+    expect(() => resolve(['--signal-hook', 'slurm='])).toThrow(/--signal-hook slurm= has no command/);
+    expect(() => resolve(['--signal-hook', 'a=x', '--signal-hook', 'a=y'])).toThrow(/--signal-hook a is given twice/);
+    const seventeen = Array.from({ length: 17 }, (_, i) => ['--signal-hook', `k${i}=true`]).flat();
+    expect(() => resolve(seventeen)).toThrow(/at most 16 --signal-hook/);
+    expect(resolve(seventeen.slice(0, 32)).signalHooks).toHaveLength(16);
+    expect(() => resolve(['--signal-timeout-seconds', 'soon'])).toThrow(/--signal-timeout-seconds must be a number/);
+  });
+});

@@ -1,5 +1,6 @@
 import { readFileSync, statSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { MAX_SIGNAL_HOOKS, parseSignalHook, type SignalHook } from './collectors/signal-hooks.js';
 import { isLogLevel, type LogLevel } from './log.js';
 
 /**
@@ -34,6 +35,11 @@ export const OPTIONS = {
   'warning-hook': { kind: 'string', help: 'shell command run once when a hibernation is scheduled' },
   'restart-service': { kind: 'list', help: 'systemd unit restarted by the restart command when no restart hook is set (repeatable)' },
   'hook-timeout-seconds': { kind: 'number', help: 'kill a hook after this long (default 300)' },
+  'signal-hook': {
+    kind: 'list',
+    help: 'KEY=COMMAND: shell command run on every beat and reported as activity signal KEY: exit 0 active, 1 idle, anything else unavailable (counts as active); the first line of its output is the detail (repeatable)',
+  },
+  'signal-timeout-seconds': { kind: 'number', help: 'kill a signal hook after this long; the beat does not wait longer (default 5)' },
   'idle-utilization-percent': {
     kind: 'number',
     help: 'ignored',
@@ -71,6 +77,8 @@ export interface AgentConfig {
   hooks: { hibernate: string | null; snapshot: string | null; restart: string | null; warning: string | null };
   restartServices: string[];
   hookTimeoutMs: number;
+  signalHooks: SignalHook[];
+  signalTimeoutMs: number;
   maxBackoffMs: number;
   requestTimeoutMs: number;
   intervalMs: number;
@@ -178,6 +186,24 @@ function num(name: OptionName, value: unknown, fallback: number, { int = false, 
 
 const str = (value: unknown): string | null => (typeof value === 'string' && value.trim() !== '' ? value : null);
 
+/** Each key once, within the protocol's limits: a beat the server refuses would take the instance offline. */
+function parseSignalHooks(values: unknown): SignalHook[] {
+  if (!Array.isArray(values)) return [];
+  const hooks: SignalHook[] = [];
+  for (const text of values as string[]) {
+    let hook: SignalHook;
+    try {
+      hook = parseSignalHook(text);
+    } catch (err) {
+      throw new ConfigError((err as Error).message);
+    }
+    if (hooks.some((h) => h.key === hook.key)) throw new ConfigError(`--signal-hook ${hook.key} is given twice`);
+    hooks.push(hook);
+  }
+  if (hooks.length > MAX_SIGNAL_HOOKS) throw new ConfigError(`at most ${MAX_SIGNAL_HOOKS} --signal-hook, got ${hooks.length}`);
+  return hooks;
+}
+
 /** Reads and trims a token file; warns (does not refuse) when other users can read it. */
 export function readTokenFile(path: string, warnings: string[]): string {
   let token: string;
@@ -262,6 +288,8 @@ export function resolveConfig(flags: Values, env: NodeJS.ProcessEnv, { readToken
     },
     restartServices: Array.isArray(v['restart-service']) ? v['restart-service'].filter((s) => s.trim() !== '') : [],
     hookTimeoutMs: seconds('hook-timeout-seconds', 300, 0.05),
+    signalHooks: parseSignalHooks(v['signal-hook']),
+    signalTimeoutMs: seconds('signal-timeout-seconds', 5, 0.05),
     maxBackoffMs: seconds('max-backoff-seconds', 300, 0.05),
     requestTimeoutMs: seconds('request-timeout-seconds', 10, 0.05),
     intervalMs: seconds('interval-seconds', 30, 0.05),

@@ -33,6 +33,17 @@ export type CollectorError = Static<typeof CollectorError>;
 export const MAX_GPUS_PER_HOST = 64;
 
 /**
+ * The outcome of one agent signal hook on this beat (extension: `activity_signals`). `unavailable` is a
+ * hook that could not say (it failed, timed out or was not found); a policy reads that as activity.
+ */
+export const ActivitySignalReport = Type.Object({
+  key: Type.String({ pattern: '^[a-z0-9][a-z0-9_.-]{0,63}$' }),
+  state: Type.Union([Type.Literal('active'), Type.Literal('idle'), Type.Literal('unavailable')]),
+  detail: Type.Optional(Type.String({ maxLength: 256 })),
+});
+export type ActivitySignalReport = Static<typeof ActivitySignalReport>;
+
+/**
  * `POST /api/v1/agent/status` body: the seed's heartbeat plus optional, ignorable extensions. Fields the
  * server does not know, at any level, are dropped before anything reads them (a newer agent may send
  * some) and never stored; the server's validator does that for this route only.
@@ -55,6 +66,8 @@ export const HeartbeatRequest = Type.Object({
    * before and after the hook do.
    */
   running_commands: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: 16 })),
+  /** Results of the agent's signal hooks on this beat (extension; only the keys a policy names are read). */
+  activity_signals: Type.Optional(Type.Array(ActivitySignalReport, { maxItems: 16 })),
 });
 export type HeartbeatRequest = Static<typeof HeartbeatRequest>;
 

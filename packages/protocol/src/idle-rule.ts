@@ -72,12 +72,39 @@ export function judgeIdle(facts: BeatIdleFacts, rule: IdleRule): IdleVerdict {
 export interface HibernateArgs {
   idle_utilization_percent: number;
   ignore_gpu_processes: boolean;
+  /**
+   * An admin's schedule (outside active hours, a maximum uptime) hibernates even a busy machine: the
+   * agent then skips its idle check but still runs its hook. The rule above is still sent, so that an
+   * agent too old to know `forced` keeps refusing a busy machine rather than stopping it unguarded.
+   */
+  forced?: boolean;
+  /** Why it is forced, for the agent's log and the command's result. */
+  reason?: string;
 }
 
-export const hibernateArgsOf = (rule: IdleRule): HibernateArgs => ({
+export const hibernateArgsOf = (rule: IdleRule, forced?: { reason: string }): HibernateArgs => ({
   idle_utilization_percent: rule.idleUtilizationPercent,
   ignore_gpu_processes: rule.ignoreGpuProcesses,
+  ...(forced ? { forced: true, reason: forced.reason } : {}),
 });
+
+export const DEFAULT_FORCED_REASON = 'forced by the server policy';
+export const MAX_FORCED_REASON_LENGTH = 256;
+
+/**
+ * Whether a hibernate command's args force it past the agent's idle check. Only a literal `true`
+ * counts: args are free-form JSON an operator can also write, and `"false"` or `1` must never be the
+ * thing that stops a busy machine. The reason ends up in logs and result details, so it is bounded.
+ */
+export function isForcedHibernate(args: Record<string, unknown> | undefined): { reason: string } | null {
+  if (args?.forced !== true) return null;
+  const given = typeof args.reason === 'string' ? args.reason.trim() : '';
+  if (given === '') return { reason: DEFAULT_FORCED_REASON };
+  let reason = given.slice(0, MAX_FORCED_REASON_LENGTH);
+  // Never cut a surrogate pair in half: a lone surrogate is not valid text in the journal or the DB.
+  if (reason.length === MAX_FORCED_REASON_LENGTH && /[\uD800-\uDBFF]$/.test(reason)) reason = reason.slice(0, -1);
+  return { reason };
+}
 
 /** The rule carried by a hibernate command's args; missing or malformed parts fall back to the defaults. */
 export function idleRuleOf(args: Record<string, unknown> | undefined): IdleRule {

@@ -10,3 +10,4 @@ export * from './time.js';
 export * from './history.js';
 export * from './session.js';
 export * from './replay.js';
+export * from './policies.js';

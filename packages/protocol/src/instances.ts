@@ -1,4 +1,4 @@
-import { Type, type Static } from '@sinclair/typebox';
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { InstanceId, InstanceStatus, IsoTimestamp, Nullable } from './common.js';
 import { GpuMetrics, GpuSample, CollectorError } from './heartbeat.js';
 import { LabelSelectorQuery, LabelsPatchSchema, LabelsSchema } from './labels.js';
@@ -133,6 +133,49 @@ export const InstanceSavings = Type.Object({
 });
 export type InstanceSavings = Static<typeof InstanceSavings>;
 
+/** Where an effective value came from: `default` (the server's), `policy`, `instance` (set on it), `limit`, `schedule`. */
+export const VALUE_SOURCES = ['default', 'policy', 'instance', 'limit', 'schedule'] as const;
+export type ValueSource = (typeof VALUE_SOURCES)[number];
+
+const SourceSchema = Type.Union([Type.Literal('default'), Type.Literal('policy'), Type.Literal('instance'), Type.Literal('limit'), Type.Literal('schedule')]);
+const Sourced = <T extends TSchema>(value: T) => Type.Object({ value, source: SourceSchema });
+
+/** The detail's `effective_policy`: the values the server applies now, each with where it came from. */
+export const EffectivePolicyView = Type.Object({
+  /** The matching policy, or null (server defaults). */
+  policy: Nullable(Type.String()),
+  idle_utilization_percent: Sourced(Type.Number()),
+  threshold_minutes: Sourced(Type.Number()),
+  warning_seconds: Sourced(Type.Number()),
+  enabled: Sourced(Type.Boolean()),
+  provider: Sourced(Type.String()),
+  dry_run: Sourced(Type.Boolean()),
+  max_uptime_hours: Nullable(Type.Number()),
+  schedule: Nullable(
+    Type.Object({
+      timezone: Type.String(),
+      active: Type.Array(Type.String()),
+      outside: Type.String(),
+      outside_threshold_minutes: Nullable(Type.Integer()),
+      /** Whether `now` lies in the active hours, and when that changes next (null: never within 8 days). */
+      within_active_hours: Type.Boolean(),
+      next_change_at: Nullable(IsoTimestamp),
+    }),
+  ),
+  /** Why a hibernation would be forced now (outside hours with `hibernate`, or past max uptime); null = none. */
+  forced: Nullable(Type.String()),
+  signals: Type.Array(
+    Type.Object({
+      name: Type.String(),
+      type: Type.String(),
+      /** `active`, `idle` or `unavailable` (counts as active); null = not read yet. */
+      state: Nullable(Type.String()),
+      detail: Nullable(Type.String()),
+    }),
+  ),
+});
+export type EffectivePolicyView = Static<typeof EffectivePolicyView>;
+
 /** `GET /api/v1/agent/instances/{instance_id}`. */
 export const InstanceDetail = Type.Object({
   instance_id: Type.Integer(),
@@ -161,6 +204,8 @@ export const InstanceDetail = Type.Object({
   provider: ProviderView,
   savings: InstanceSavings,
   labels: LabelsView,
+  /** The values that govern the instance's hibernation now, each with where it came from (named policies). */
+  effective_policy: EffectivePolicyView,
 });
 export type InstanceDetail = Static<typeof InstanceDetail>;
 

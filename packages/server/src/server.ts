@@ -10,6 +10,8 @@ import { buildApp } from './http/app.js';
 import { openStore } from './store/open-store.js';
 import type { FleetStore } from './store/store.js';
 import { OutboxWorker } from './fleet/outbox-worker.js';
+import { PolicyBook } from './fleet/policy-book.js';
+import { SignalBoard } from './fleet/signal-board.js';
 import { Notifier } from './notify/notifier.js';
 import { Providers } from './providers/registry.js';
 import { parseWebhookSecret } from './providers/standard-webhooks.js';
@@ -21,6 +23,8 @@ export interface RunningServer {
   outbox: OutboxWorker;
   /** Batches every beat's metrics into the history; tests call `flush()` and `maintain()` themselves. */
   history: HistoryRecorder;
+  /** External activity signals; tests call `pollDue()` themselves when they drive the clock. */
+  signals: SignalBoard;
   url: string;
   close(): Promise<void>;
 }
@@ -65,17 +69,22 @@ export async function startServer(
     minSampleIntervalMs: (config.heartbeatIntervalSeconds * 1000) / 2,
     onError: (error, what) => log?.error({ err: error }, `metrics history ${what} failed`),
   });
-  const app = await buildApp({ store, clock, config, massSilence, providers, ...(config.historyEnabled ? { history } : {}), logger: options.logger ?? true, ...(options.dashboardDir ? { dashboardDir: options.dashboardDir } : {}) });
+  const policies = new PolicyBook(store, clock, (error) => log?.error({ err: error }, 'reading the policies failed'));
+  // Before the first beat: an instance must never be judged by the defaults while its policy is unread.
+  await policies.load();
+  const signals = new SignalBoard(clock);
+  const app = await buildApp({ store, clock, config, massSilence, providers, policies, signals, ...(config.historyEnabled ? { history } : {}), logger: options.logger ?? true, ...(options.dashboardDir ? { dashboardDir: options.dashboardDir } : {}) });
   log = app.log;
-  const sweeper = new Sweeper(store, clock, config, (error) => app.log.error({ err: error }, 'sweep failed'), massSilence);
+  const sweeper = new Sweeper(store, clock, config, policies, (error) => app.log.error({ err: error }, 'sweep failed'), massSilence);
   const address = await app.listen({ host: config.host, port: config.port });
   // Notifications name this server in the keep-alive command they suggest: its real address by default.
   const notifier = notifierFor(config.publicUrlSet ? config.publicUrl : address);
-  const outbox = new OutboxWorker(store, clock, config, providers, notifier, (level, message, data) => app.log[level](data, message), options.random);
+  const outbox = new OutboxWorker(store, clock, config, policies, providers, notifier, (level, message, data) => app.log[level](data, message), options.random);
   if (options.sweep ?? true) sweeper.start();
   // With the sweeper: tests that drive the clock by hand flush and maintain the history themselves.
   if ((options.sweep ?? true) && config.historyEnabled) history.start();
   if (options.outbox ?? options.sweep ?? true) outbox.start();
+  if (options.sweep ?? true) signals.start();
   return {
     app,
     store,
@@ -83,7 +92,9 @@ export async function startServer(
     outbox,
     history,
     url: address,
+    signals,
     async close() {
+      await signals.stop();
       await sweeper.stop();
       await outbox.stop();
       await app.close();

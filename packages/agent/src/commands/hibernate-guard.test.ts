@@ -188,3 +188,69 @@ describe('guardedHibernate with the real collectors', () => {
     expect(readFileSync(join(m.smi.dir, 'calls.log'), 'utf8').trim().split('\n')).toHaveLength(4);
   });
 });
+
+describe('guardedHibernate, forced by an admin schedule', () => {
+  const SCHEDULE = 'schedule: outside active hours (Europe/Berlin Mon-Fri 08:00-20:00)';
+  const rule10 = idleRuleOf({ idle_utilization_percent: 10, ignore_gpu_processes: false });
+  let n = 0;
+  /** A machine whose GPU 1 is training (95 %) with a process on it, by the real collectors. */
+  function busyMachine() {
+    const dir = join(tmp, `forced-${n++}`);
+    for (const sub of ['jupyter', 'proc', 'dev']) mkdirSync(join(dir, sub), { recursive: true });
+    const smi = createFakeNvidiaSmi(join(dir, 'bin'));
+    smi.set('gpus', { out: gpuLine(0, 0) + gpuLine(1, 95) });
+    smi.set('apps', { out: '4242, 30000, GPU-10000000-0000-0000-0000-000000000000\n' });
+    const collector = createBeatCollector(
+      { instanceId: 1, nvidiaSmi: smi.path, nvidiaSmiTimeoutMs: 5000, utmpFile: join(dir, 'no-utmp'), jupyterRuntimeDirs: [join(dir, 'jupyter')] },
+      { log: createLogger({ write: () => {} }), now: Date.now, env: {}, paths: { proc: join(dir, 'proc'), dev: join(dir, 'dev'), passwd: '/etc/passwd' } },
+    );
+    const proof = join(dir, 'hook-ran');
+    return { dir, smi, collector, proof, hookRan: () => existsSync(proof) };
+  }
+
+  it('a busy machine without `forced` is refused as before', async () => {
+    const m = busyMachine();
+    const beat = await m.collector.collect([]);
+    const outcome = await guardedHibernate({ rule: rule10, delivery: beat, sample: m.collector.sample, runHook: () => shell(`echo ran > ${m.proof}`), forced: null });
+    expect(outcome).toEqual({ status: 'failed', detail: 'refused: GPU 1 at 95% utilization (server rule: below 10%); the hook was not run' });
+    expect(m.hookRan()).toBe(false);
+  });
+
+  it('forced: the hook runs on the busy machine, succeeded, and the detail says why', async () => {
+    const m = busyMachine();
+    const beat = await m.collector.collect([]);
+    const outcome = await guardedHibernate({
+      rule: rule10, delivery: beat, sample: m.collector.sample,
+      runHook: () => shell(`echo ran > ${m.proof}; echo checkpoint saved`),
+      forced: { reason: SCHEDULE },
+    });
+    expect(outcome).toEqual({ status: 'succeeded', detail: `forced: ${SCHEDULE}\nhibernate hook exited with code 0\n--- output ---\ncheckpoint saved` });
+    expect(m.hookRan()).toBe(true);
+    expect(m.smi.calls()).toHaveLength(2); // the delivering beat only: no look before or after the hook
+  });
+
+  it('forced: no look after the hook either, and an unreadable machine does not stop it', async () => {
+    const m = busyMachine();
+    const beat = await m.collector.collect([]);
+    m.smi.set('gpus', { out: "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n", exit: 9 });
+    const outcome = await guardedHibernate({
+      rule: rule10, delivery: beat, sample: m.collector.sample,
+      runHook: () => shell(`echo ran > ${m.proof}; echo checkpoint saved`),
+      forced: { reason: 'schedule: maximum uptime 72 h' },
+    });
+    expect(outcome.status).toBe('succeeded');
+    expect(outcome.detail).toMatch(/^forced: schedule: maximum uptime 72 h\nhibernate hook exited with code 0/);
+    expect(m.hookRan()).toBe(true);
+  });
+
+  it('forced: a failing hook still fails the command (the state was not saved)', async () => {
+    const m = busyMachine();
+    const beat = await m.collector.collect([]);
+    const outcome = await guardedHibernate({
+      rule: rule10, delivery: beat, sample: m.collector.sample,
+      runHook: () => shell('echo disk full >&2; exit 3'),
+      forced: { reason: SCHEDULE },
+    });
+    expect(outcome).toEqual({ status: 'failed', detail: `forced: ${SCHEDULE}\nhibernate hook exited with code 3\n--- output ---\ndisk full` });
+  });
+});

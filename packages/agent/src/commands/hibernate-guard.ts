@@ -42,9 +42,22 @@ export interface GuardInput {
   /** A fresh reading of the machine (all collectors run again). */
   sample: () => Promise<Reading>;
   runHook: () => Promise<CommandOutcome>;
+  /**
+   * An admin's schedule hibernates the machine busy or not (isForcedHibernate): neither look is taken,
+   * since refusing a busy machine is exactly what the schedule overrides. The hook still runs and its
+   * failure still fails the command: saving the work before the stop is the point of it.
+   */
+  forced?: { reason: string } | null;
 }
 
+/** The first line of a forced hibernation's result, so that whoever reads it knows why a busy machine was stopped. */
+const forcedDetail = (reason: string) => `forced: ${reason}`;
+
 export async function guardedHibernate(input: GuardInput): Promise<CommandOutcome> {
+  if (input.forced) {
+    const outcome = await input.runHook();
+    return { ...outcome, detail: `${forcedDetail(input.forced.reason)}\n${outcome.detail}` };
+  }
   const before = await read(input.sample);
   if ('error' in before) return { status: 'failed', detail: `refused: no fresh reading of the machine (${before.error}); the hook was not run` };
   const pre = judgeReading(before, input.rule, input.delivery?.activity ?? null);

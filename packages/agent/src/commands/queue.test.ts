@@ -9,7 +9,8 @@ import { pidsWhere, waitFor } from '../test-support/processes.js';
 import { CommandJournal } from './journal.js';
 import { CommandQueue } from './queue.js';
 import { executeCommand, type RunnerConfig } from './runner.js';
-import { testRunnerConfig } from '../test-support/runner-config.js';
+import { machineCollector, testRunnerConfig } from '../test-support/runner-config.js';
+import { gpuLine } from '../test-support/fake-nvidia-smi.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'dumont-queue-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -142,5 +143,30 @@ describe('CommandQueue', () => {
     await waitFor('the result', () => queue.pendingResults().length === 1);
     expect(traced()).toEqual([]);
     expect(queue.pendingResults()[0]).toMatchObject({ id: 'a', status: 'failed', detail: expect.stringMatching(/^not run: the agent cannot record command ids \(cannot create state dir/) });
+  });
+});
+
+describe('CommandQueue and forced hibernations', () => {
+  it('logs one line saying a hibernation is forced and why; records the result as for any command', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const training = machineCollector(tmp, gpuLine(0, 95));
+    const config = testRunnerConfig(tmp, { hooks: { hibernate: 'echo checkpoint saved', snapshot: null, restart: null }, sample: training.sample });
+    const queue = new CommandQueue({
+      journal: CommandJournal.open(join(tmp, `state-${n++}`)),
+      execute: (c, signal, delivery) => executeCommand(c, config, signal, delivery),
+      log: createLogger({ write: (line) => lines.push(JSON.parse(line)) }),
+      onResult: () => {},
+      onExitRequest: () => {},
+      sleep: realClock.sleep,
+    });
+    const reason = 'schedule: maximum uptime 72 h';
+    queue.accept([cmd('normal', 'hibernate', { idle_utilization_percent: 5 }), cmd('forced', 'hibernate', { idle_utilization_percent: 5, forced: true, reason })], delivered);
+    await waitFor('both results', () => queue.pendingResults().length === 2);
+    const forcedLines = lines.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('forced hibernation'));
+    expect(forcedLines).toEqual([expect.objectContaining({ level: 'warn', command_id: 'forced', reason })]);
+    expect(queue.pendingResults()).toEqual([
+      { id: 'normal', status: 'failed', detail: 'refused: GPU 0 at 95% utilization (server rule: below 5%); the hook was not run' },
+      { id: 'forced', status: 'succeeded', detail: `forced: ${reason}\nhibernate hook exited with code 0\n--- output ---\ncheckpoint saved` },
+    ]);
   });
 });

@@ -1,4 +1,4 @@
-import type { CommandResult, DeliveredCommand } from '@dumont/protocol';
+import { isForcedHibernate, type CommandResult, type DeliveredCommand } from '@dumont/protocol';
 import type { CommandSink, Delivery } from '../heartbeat/loop.js';
 import type { Logger } from '../log.js';
 import type { CommandJournal } from './journal.js';
@@ -112,6 +112,10 @@ export class CommandQueue implements CommandSink {
       return;
     }
     log.info('running command', fields);
+    // Here rather than in the runner, which has no logger: stopping a busy machine on purpose must
+    // leave a trace on the host itself, not only in the result the server stores.
+    const forced = cmd.type === 'hibernate' ? isForcedHibernate(cmd.args) : null;
+    if (forced) log.warn('forced hibernation: running the hook without checking that the machine is idle', { ...fields, reason: forced.reason });
     let outcome: CommandOutcome;
     try {
       outcome = await this.deps.execute(cmd, signal, delivery);

@@ -159,3 +159,54 @@ describe('update', () => {
     expect(await executeCommand(cmd('update', { version: '0.1.0' }), config(), never)).toEqual({ status: 'succeeded', detail: 'already running 0.1.0; nothing to do' });
   });
 });
+
+describe('hibernate forced by an admin schedule', () => {
+  const SCHEDULE = 'schedule: outside active hours (Europe/Berlin Mon-Fri 08:00-20:00)';
+  /** The args the server's schedule sends: its idle rule, plus why it overrides it. */
+  const forcedArgs = { idle_utilization_percent: 5, ignore_gpu_processes: false, forced: true, reason: SCHEDULE };
+  let n = 0;
+  function busy(hook: (proof: string) => string) {
+    const proof = join(tmp, `forced-${n++}`);
+    const training = machineCollector(tmp, gpuLine(0, 0) + gpuLine(1, 95));
+    return { proof, config: config({ hooks: { hibernate: hook(proof), snapshot: null, restart: null }, sample: training.sample }) };
+  }
+
+  it('a busy machine refuses a normal hibernate, and one whose `forced` is not literally true', async () => {
+    for (const args of [{ idle_utilization_percent: 5, ignore_gpu_processes: false }, { ...forcedArgs, forced: 'true' }]) {
+      const m = busy((proof) => `echo ran > ${proof}`);
+      expect(await executeCommand(cmd('hibernate', args), m.config, never)).toEqual({
+        status: 'failed',
+        detail: 'refused: GPU 1 at 95% utilization (server rule: below 5%); the hook was not run',
+      });
+      expect(existsSync(m.proof)).toBe(false);
+    }
+  });
+
+  it('forced: the hook runs on the busy machine (it sees the reason in its args), succeeded, detail says forced', async () => {
+    const m = busy((proof) => `echo "$DUMONT_COMMAND_ARGS" > ${proof}; echo checkpoint saved`);
+    const outcome = await executeCommand(cmd('hibernate', forcedArgs), m.config, never);
+    expect(outcome).toEqual({ status: 'succeeded', detail: `forced: ${SCHEDULE}\nhibernate hook exited with code 0\n--- output ---\ncheckpoint saved` });
+    expect(JSON.parse(readFileSync(m.proof, 'utf8'))).toEqual(forcedArgs);
+  });
+
+  it('forced with no reason: a default one', async () => {
+    const m = busy((proof) => `echo ran > ${proof}`);
+    const outcome = await executeCommand(cmd('hibernate', { forced: true }), m.config, never);
+    expect(outcome).toEqual({ status: 'succeeded', detail: 'forced: forced by the server policy\nhibernate hook exited with code 0 (no output)' });
+  });
+
+  it('forced: a failing hook fails the command', async () => {
+    const m = busy(() => 'echo cannot save checkpoint >&2; exit 4');
+    expect(await executeCommand(cmd('hibernate', forcedArgs), m.config, never)).toEqual({
+      status: 'failed',
+      detail: `forced: ${SCHEDULE}\nhibernate hook exited with code 4\n--- output ---\ncannot save checkpoint`,
+    });
+  });
+
+  it('forced, but no hook configured: not configured, as for any hibernate (nothing is stopped unsaved by the agent)', async () => {
+    expect(await executeCommand(cmd('hibernate', forcedArgs), config(), never)).toEqual({
+      status: 'failed',
+      detail: 'no hibernate hook is configured (--hibernate-hook); nothing was done',
+    });
+  });
+});

@@ -1,4 +1,4 @@
-import { idleRuleOf, type DeliveredCommand } from '@dumont/protocol';
+import { idleRuleOf, isForcedHibernate, type DeliveredCommand } from '@dumont/protocol';
 import type { Reading } from '../collect.js';
 import { describeOutcome, runBounded } from '../collectors/exec-bounded.js';
 import type { Delivery } from '../heartbeat/loop.js';
@@ -58,7 +58,13 @@ export async function executeCommand(cmd: DeliveredCommand, config: RunnerConfig
     case 'hibernate':
       // Nothing to guard when there is no hook: it is reported as not configured, as before.
       if (!config.hooks.hibernate) return hook('hibernate');
-      return guardedHibernate({ rule: idleRuleOf(cmd.args), delivery, sample: config.sample, runHook: () => hook('hibernate') });
+      return guardedHibernate({
+        rule: idleRuleOf(cmd.args),
+        delivery,
+        sample: config.sample,
+        runHook: () => hook('hibernate'),
+        forced: isForcedHibernate(cmd.args),
+      });
     case 'snapshot':
       return hook('snapshot');
     case 'restart': {

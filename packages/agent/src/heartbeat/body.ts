@@ -1,4 +1,4 @@
-import type { CollectorError, CommandResult, HeartbeatRequest } from '@dumont/protocol';
+import type { ActivitySignalReport, CollectorError, CommandResult, HeartbeatRequest } from '@dumont/protocol';
 import type { ActivityReport } from '../collectors/activity.js';
 import { countDistinctPids } from '../collectors/nvidia-smi-csv.js';
 import type { GpuCollection } from '../collectors/nvidia-smi.js';
@@ -10,6 +10,7 @@ export const MAX_DETAIL = 8192;
 export const MAX_COLLECTOR_ERRORS = 32;
 export const MAX_COLLECTOR_MESSAGE = 2048;
 export const MAX_RUNNING_COMMANDS = 16;
+export const MAX_ACTIVITY_SIGNALS = 16;
 const MAX_COMMAND_ID = 64;
 
 export interface BeatFacts {
@@ -23,13 +24,15 @@ export interface BeatFacts {
   collectorErrors: readonly CollectorError[];
   /** Ids of the commands running now (see `running_commands`). */
   runningCommands: readonly string[];
+  /** Results of the signal hooks on this beat; none configured leaves `activity_signals` out. */
+  activitySignals?: readonly ActivitySignalReport[];
 }
 
 const clip = (text: string, max: number) => (text.length > max ? `${text.slice(0, max - 1)}…` : text);
 
 /**
  * The seed's heartbeat, field for field and in its order, plus `gpus`, `command_results`,
- * `collector_errors` and `running_commands`. Unknown is null, never 0: a failed nvidia-smi gives null metrics, a null
+ * `collector_errors`, `running_commands` and (with signal hooks) `activity_signals`. Unknown is null, never 0: a failed nvidia-smi gives null metrics, a null
  * process count and no `gpus` at all (an empty list would claim the host has no GPU).
  */
 export function buildHeartbeat(f: BeatFacts): HeartbeatRequest {
@@ -58,5 +61,6 @@ export function buildHeartbeat(f: BeatFacts): HeartbeatRequest {
   }));
   // An id the schema would refuse cannot be clipped into another command's id: it is left out.
   body.running_commands = f.runningCommands.filter((id) => id.length > 0 && id.length <= MAX_COMMAND_ID).slice(0, MAX_RUNNING_COMMANDS);
+  if (f.activitySignals && f.activitySignals.length > 0) body.activity_signals = f.activitySignals.slice(0, MAX_ACTIVITY_SIGNALS).map((s) => ({ ...s }));
   return body;
 }

@@ -1,7 +1,6 @@
 import {
   aggregateGpuMetrics,
   DumontError,
-  hibernateArgsOf,
   idleFactsOf,
   parseTimestamp,
   type CommandResult,
@@ -15,7 +14,9 @@ import { evaluate, hibernateInSeconds, type Decision, type HibernateReport } fro
 import type { IdleObservation } from '../policy/idle-observation.js';
 import { sameHash } from '../secrets.js';
 import type { FleetRepository, FleetStore, InstanceLifecycle, MetricsSample } from '../store/store.js';
-import { idleRuleOf, InstanceWrite, policyOf } from './instance-write.js';
+import { InstanceWrite, providerInstanceIdOf } from './instance-write.js';
+import type { PolicyBook } from './policy-book.js';
+import type { SignalBoard } from './signal-board.js';
 import type { MassSilenceGuard } from './mass-silence.js';
 import type { HistoryRecorder } from './history-recorder.js';
 import { iso } from './views.js';
@@ -73,6 +74,8 @@ export class HeartbeatService {
     private readonly store: FleetStore,
     private readonly clock: Clock,
     private readonly config: ServerConfig,
+    private readonly policies: PolicyBook,
+    private readonly signals: SignalBoard,
     private readonly massSilence: MassSilenceGuard | null = null,
     private readonly history: HistoryRecorder | null = null,
   ) {}
@@ -132,7 +135,7 @@ export class HeartbeatService {
     if (!this.store.optimisticPlainBeats || (beat.command_results?.length ?? 0) > 0) return null;
     const instance = await this.store.getLifecycle(beat.instance_id);
     if (!instance || instance.openCommands > 0 || !sameHash(instance.agentTokenHash, tokenHash)) return null;
-    const write = new InstanceWrite(instance, now, this.config);
+    const write = new InstanceWrite(instance, now, this.config, this.policies.current());
     if (this.isStale(instance, beatAt, now)) return null;
     const decision = this.decide(write, beat, beatAt, now);
     // Decided before anything is written: a beat that changes more than metrics takes the locked path.
@@ -151,17 +154,27 @@ export class HeartbeatService {
   }
 
   private decide(write: InstanceWrite, beat: HeartbeatRequest, beatAt: number, now: number): Decision {
+    const { policy, settings, effective } = write.evaluation();
+    const observation = observationOf(beat, beatAt, now, write.instance);
+    if (effective.signals.length > 0) {
+      const subject = {
+        instanceId: write.instance.instanceId,
+        hostname: beat.hostname,
+        providerInstanceId: providerInstanceIdOf(write.instance.instanceId, write.settings),
+      };
+      observation.signalActivity = this.signals.judge(subject, effective.signals, beat.activity_signals, now);
+    }
     const input = {
       kind: 'heartbeat',
-      observation: observationOf(beat, beatAt, now, write.instance),
+      observation,
       hibernateReport: hibernateReportOf(beat, write.instance),
       hold: this.massSilence?.hold ?? null,
     } as const;
-    return evaluate(write.facts, policyOf(write.settings, this.config), input, this.config, now);
+    return evaluate(write.facts, policy, input, settings, now);
   }
 
   private async absorbBeat(repo: FleetRepository, write: InstanceWrite, decision: Decision, beat: HeartbeatRequest, beatAt: number) {
-    await write.absorb(decision, repo, 'policy', hibernateArgsOf(idleRuleOf(write.settings, this.config)));
+    await write.absorb(decision, repo, 'policy');
     write.change.metrics = metricsOf(beat, beatAt);
     // Written only when it changed: the list sorts by it through an index, which an unchanged value
     // written every beat would cost for nothing.
@@ -170,20 +183,25 @@ export class HeartbeatService {
   }
 
   private async applyBeat(repo: FleetRepository, instance: InstanceLifecycle, beat: HeartbeatRequest, beatAt: number, now: number) {
-    const write = new InstanceWrite(instance, now, this.config);
+    const write = new InstanceWrite(instance, now, this.config, this.policies.current());
     // Command rows first; what a result means for the lifecycle is decided with the beat that carries it.
     for (const result of beat.command_results ?? []) await this.settle(repo, write, result, now);
     let withhold = false;
     if (!this.isStale(instance, beatAt, now)) {
-      const decision = this.decide(write, beat, beatAt, now);
+      let decision = this.decide(write, beat, beatAt, now);
+      if (decision.issueHibernate) {
+        // No hibernation on a policy another replica changed a moment ago: read them as this transaction sees them.
+        write.usePolicies(await this.policies.load(repo));
+        decision = this.decide(write, beat, beatAt, now);
+      }
       withhold = decision.withholdHibernate;
       await this.absorbBeat(repo, write, decision, beat, beatAt);
     } else {
       // A delayed copy of an older beat: its facts are not applied, but a result it carries still counts.
       const report = hibernateReportOf(beat, instance);
       if (report) {
-        const decision = evaluate(write.facts, policyOf(instance.settings, this.config), { kind: 'hibernate_result', ...report }, this.config, now);
-        await write.absorb(decision, repo, 'policy', hibernateArgsOf(idleRuleOf(instance.settings, this.config)));
+        const { policy, settings } = write.evaluation();
+        await write.absorb(evaluate(write.facts, policy, { kind: 'hibernate_result', ...report }, settings, now), repo, 'policy');
       }
     }
     const commands = await this.deliver(repo, write, now, withhold);

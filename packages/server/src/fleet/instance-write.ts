@@ -1,40 +1,66 @@
 import { randomUUID } from 'node:crypto';
-import type { CommandType, HibernateArgs, IdleRule } from '@dumont/protocol';
-import type { Decision, InstancePolicy, LifecycleFacts, PolicyEvent } from '../policy/hibernation-policy.js';
+import { hibernateArgsOf, type CommandType, type HibernateArgs, type IdleRule, type Labels } from '@dumont/protocol';
+import type { Decision, InstancePolicy, LifecycleFacts, PolicyEvent, PolicySettings } from '../policy/hibernation-policy.js';
+import { effectivePolicy, matchingPolicy, type CompiledPolicy, type EffectivePolicy, type PolicyDefaults } from '../policy/effective-policy.js';
 import type { NewSavingsRow, OutboxRow } from '../store/schema.js';
 import type { FleetRepository, FleetStore, InstanceChange, InstanceEvent, InstanceLifecycle, InstanceSettings } from '../store/store.js';
 import type { ServerConfig } from '../config.js';
 import { DumontError } from '@dumont/protocol';
 import { notificationOf } from '../notify/notifications.js';
-import { boundedSettings, limitsOf } from './admin-limits.js';
 
 // The policy inputs of one instance, and one transaction's changes to it, in the domain's terms.
-
-/** The provider that stops and starts this instance: its own, else the server's default. */
-export function providerNameOf(settings: Pick<InstanceSettings, 'provider'>, config: Pick<ServerConfig, 'provider'>): string {
-  return settings.provider ?? config.provider;
-}
 
 /** The id the provider knows this machine by: its own, else the instance id. */
 export function providerInstanceIdOf(instanceId: number, settings: Pick<InstanceSettings, 'providerInstanceId'>): string {
   return settings.providerInstanceId ?? String(instanceId);
 }
 
-/** The policy an instance is evaluated with: its settings, an owner's bounded by the admin limits. */
-export function policyOf(settings: InstanceSettings, config: ServerConfig): InstancePolicy {
-  const bounded = boundedSettings(settings, limitsOf(settings, config));
+/** The server's own values, as the effective policy falls back on them. */
+export function policyDefaultsOf(config: ServerConfig): PolicyDefaults {
   return {
-    enabled: bounded.enabled,
-    thresholdMinutes: bounded.thresholdMinutes ?? config.idleThresholdMinutes,
-    ignoreGpuProcesses: settings.ignoreGpuProcesses,
-    stopsThroughProvider: providerNameOf(settings, config) !== 'none',
-    dryRun: config.dryRun || bounded.dryRun,
+    idleUtilizationPercent: config.idleUtilizationPercent,
+    idleThresholdMinutes: config.idleThresholdMinutes,
+    hibernationWarningSeconds: config.hibernationWarningSeconds,
+    provider: config.provider,
+    dryRun: config.dryRun,
+    maxThresholdMinutes: config.maxThresholdMinutes,
+    maxKeepAliveMinutes: config.maxKeepAliveMinutes,
+    keepAliveBudgetMinutes: config.keepAliveBudgetMinutes,
+    ownerMayDisable: config.ownerMayDisable,
   };
 }
 
+/** The values that govern an instance now: its matching policy over the defaults, its own settings bounded by the limits. */
+export function effectivePolicyOf(
+  instance: { settings: InstanceSettings; labels: Labels },
+  policies: readonly CompiledPolicy[],
+  config: ServerConfig,
+  now: number,
+): EffectivePolicy {
+  return effectivePolicy(matchingPolicy(policies, instance.labels), instance.settings, policyDefaultsOf(config), now);
+}
+
+/** The policy `evaluate` applies. */
+export function instancePolicyOf(effective: EffectivePolicy, settings: Pick<InstanceSettings, 'ignoreGpuProcesses'>): InstancePolicy {
+  return {
+    enabled: effective.enabled.value,
+    thresholdMinutes: effective.thresholdMinutes.value,
+    ignoreGpuProcesses: settings.ignoreGpuProcesses,
+    stopsThroughProvider: effective.provider.value !== 'none',
+    dryRun: effective.dryRun.value,
+    forcedBy: effective.scheduleForce,
+    maxUptimeHours: effective.maxUptimeHours,
+  };
+}
+
+/** The server settings `evaluate` runs with, with the instance's idle utilization and warning. */
+export function policySettingsOf(effective: EffectivePolicy, config: ServerConfig): PolicySettings {
+  return { ...config, idleUtilizationPercent: effective.idleUtilizationPercent.value, hibernationWarningSeconds: effective.warningSeconds.value };
+}
+
 /** The per-beat rule the server judges this instance with; hibernate commands carry it to the agent. */
-export function idleRuleOf(settings: Pick<InstanceSettings, 'ignoreGpuProcesses'>, config: ServerConfig): IdleRule {
-  return { idleUtilizationPercent: config.idleUtilizationPercent, ignoreGpuProcesses: settings.ignoreGpuProcesses };
+export function idleRuleOf(effective: EffectivePolicy, settings: Pick<InstanceSettings, 'ignoreGpuProcesses'>): IdleRule {
+  return { idleUtilizationPercent: effective.idleUtilizationPercent.value, ignoreGpuProcesses: settings.ignoreGpuProcesses };
 }
 
 /**
@@ -69,6 +95,8 @@ export class InstanceWrite {
   /** Everything this write sets but the facts and the deadline, which come from the last decision absorbed. */
   change: InstanceChange = {};
   facts: LifecycleFacts;
+  /** The instance's labels as this transaction leaves them (they decide its policy). */
+  labels: Labels;
   /** The next deadline the last decision asked for; undefined = no decision, the stored one stays. */
   private nextDeadline: number | null | undefined = undefined;
   openCommandsDelta = 0;
@@ -83,13 +111,37 @@ export class InstanceWrite {
     readonly instance: InstanceLifecycle,
     private readonly now: number,
     private readonly config: ServerConfig,
+    /** The named policies (highest priority first) this write judges the instance by. */
+    private policies: readonly CompiledPolicy[],
   ) {
     this.facts = instance.facts;
+    this.labels = instance.labels;
   }
 
   /** The instance's settings as this transaction leaves them. */
   get settings(): InstanceSettings {
     return this.change.settings === undefined ? this.instance.settings : { ...this.instance.settings, ...this.change.settings };
+  }
+
+  /** The values that govern the instance at this write's `now`, with its settings as this transaction leaves them. */
+  get effective(): EffectivePolicy {
+    return effectivePolicyOf({ settings: this.settings, labels: this.labels }, this.policies, this.config, this.now);
+  }
+
+  /** Judge by these policies from now on (re-read inside the transaction before a hibernation fires). */
+  usePolicies(policies: readonly CompiledPolicy[]): void {
+    this.policies = policies;
+  }
+
+  /** What `evaluate` needs for this instance: its policy and the server settings with its own values. */
+  evaluation(): { policy: InstancePolicy; settings: PolicySettings; effective: EffectivePolicy } {
+    const effective = this.effective;
+    return { policy: instancePolicyOf(effective, this.settings), settings: policySettingsOf(effective, this.config), effective };
+  }
+
+  /** The args a hibernate command carries: the rule the server judged with, and why it is forced if it is. */
+  hibernateArgs(forced: string | null = null): HibernateArgs {
+    return hibernateArgsOf(idleRuleOf(this.effective, this.settings), forced === null ? undefined : { reason: forced });
   }
 
   /** Who the instance belongs to and what it is called, as this transaction leaves it (notifications name it). */
@@ -106,7 +158,7 @@ export class InstanceWrite {
     const settings = this.settings;
     const { instanceId, owner, hostname } = this.identity;
     this.outbox.push(
-      newOutboxRow(instanceId, action, providerNameOf(settings, this.config), this.now, {
+      newOutboxRow(instanceId, action, this.effective.provider.value, this.now, {
         provider_instance_id: providerInstanceIdOf(instanceId, settings),
         hostname,
         owner,
@@ -122,10 +174,10 @@ export class InstanceWrite {
   }
 
   /**
-   * Folds a policy decision in; returns the id of a hibernate command it issued, if any.
-   * `hibernateArgs`: the rule a hibernate command carries to the agent; needed where one can be issued.
+   * Folds a policy decision in; returns the id of a hibernate command it issued, if any (it carries
+   * the rule the server judged with, so that the agent's own last check cannot disagree).
    */
-  async absorb(decision: Decision, repo: FleetRepository, issuedBy: string, hibernateArgs: HibernateArgs | null = null): Promise<string | null> {
+  async absorb(decision: Decision, repo: FleetRepository, issuedBy: string): Promise<string | null> {
     if (decision.facts.status !== this.facts.status) this.durable = true;
     this.facts = decision.facts;
     this.events.push(...decision.events);
@@ -162,8 +214,7 @@ export class InstanceWrite {
       }
     }
     if (!decision.issueHibernate) return null;
-    if (hibernateArgs === null) throw new Error('a hibernate command was issued without the rule it must carry');
-    const id = await this.issueCommand(repo, 'hibernate', { ...hibernateArgs }, issuedBy, issuedBy === 'policy' ? 'the instance stayed idle past its threshold' : `requested by ${issuedBy}`);
+    const id = await this.issueCommand(repo, 'hibernate', { ...this.hibernateArgs(decision.forcedHibernate) }, issuedBy, issuedBy === 'policy' ? 'the instance stayed idle past its threshold' : `requested by ${issuedBy}`);
     this.change.hibernateCommandId = id;
     return id;
   }

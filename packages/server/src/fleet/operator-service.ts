@@ -38,11 +38,13 @@ import { hashSecret, newSecret } from '../secrets.js';
 import type { AgentCommand, FleetRepository, FleetStore, InstanceRecord, InstanceSettings } from '../store/store.js';
 import { decodeCursor, decodeInstanceCursor, encodeCursor, encodeInstanceCursor } from './cursor.js';
 import { Providers } from '../providers/registry.js';
-import { idleRuleOf, instanceEvents, InstanceWrite, policyOf } from './instance-write.js';
+import { effectivePolicyOf, instanceEvents, InstanceWrite } from './instance-write.js';
+import type { PolicyBook } from './policy-book.js';
+import type { SignalBoard } from './signal-board.js';
 import { openIntervals, sumSavings, totalOf, noSavings } from './savings.js';
 import type { MassSilenceGuard } from './mass-silence.js';
 import { canSee, type Operator } from './principal.js';
-import { checkHibernationPatch, checkKeepAlive, KEEP_ALIVE_BUDGET_WINDOW_MS, keepAliveLeft, limitsOf, ownerKeepAliveMinutes } from './admin-limits.js';
+import { checkHibernationPatch, checkKeepAlive, checkProviderPatch, KEEP_ALIVE_BUDGET_WINDOW_MS, keepAliveLeft, ownerKeepAliveMinutes } from './admin-limits.js';
 import { massSilenceView, toCommandView, toDetail, toEventView, toSummary } from './views.js';
 
 /** Thrown out of a transition to roll it back when an `Idempotency-Key` was already used for this request. */
@@ -110,6 +112,8 @@ export class OperatorService {
     private readonly clock: Clock,
     private readonly config: ServerConfig,
     private readonly providers: Providers,
+    private readonly policies: PolicyBook,
+    private readonly signals: SignalBoard | null = null,
     private readonly massSilence: MassSilenceGuard | null = null,
   ) {}
 
@@ -148,7 +152,7 @@ export class OperatorService {
         // A re-register rotates the token; the instance changes hands only when an admin names a new owner.
         const owner = operator.admin && request.owner !== undefined ? request.owner : existing.owner;
         const moved = owner !== existing.owner;
-        const write = new InstanceWrite(existing, now, this.config);
+        const write = new InstanceWrite(existing, now, this.config, this.policies.current());
         write.change = { settings: providerSettings(request), agentTokenHash: tokenHash };
         if (moved) write.change.owner = owner;
         if (request.hostname !== undefined) write.change.hostname = request.hostname;
@@ -250,7 +254,8 @@ export class OperatorService {
   private async detailOf(instance: InstanceRecord): Promise<InstanceDetail> {
     const now = this.clock.now();
     const query = { owner: instance.owner, instanceId: instance.instanceId };
-    const limits = limitsOf(instance.settings, this.config);
+    const effective = effectivePolicyOf(instance, this.policies.current(), this.config, now);
+    const limits = effective.limits;
     const [closed, open, labels, keepAliveUsed] = await Promise.all([
       this.store.listSavings({ ...query, from: 0, to: now }),
       this.store.listOpenSavings(query),
@@ -259,7 +264,7 @@ export class OperatorService {
     ]);
     const figures = sumSavings([...closed, ...openIntervals(open, now)], 0, now).get(instance.instanceId) ?? noSavings();
     const savings = { hibernated_hours: figures.hibernated_hours, gpu_hours_saved: figures.gpu_hours_saved, usd_saved: figures.usd_saved };
-    return toDetail(instance, this.config, now, savings, labels.get(instance.instanceId) ?? {}, keepAliveLeft(limits, keepAliveUsed));
+    return toDetail(instance, this.config, now, savings, labels.get(instance.instanceId) ?? {}, effective, keepAliveLeft(limits, keepAliveUsed), this.signals?.lastVerdictsOf(instance.instanceId) ?? null);
   }
 
   /** Runs one policy input against a locked instance and stores the outcome; returns the write made. */
@@ -271,11 +276,11 @@ export class OperatorService {
     const now = this.clock.now();
     return this.store.transaction(async (repo) => {
       const current = await this.visible(repo, operator, instanceId, true);
-      const write = new InstanceWrite(current, now, this.config);
+      // Read in the transaction: an operator's change is judged by the policies as they are now.
+      const write = new InstanceWrite(current, now, this.config, await this.policies.load(repo));
       const input = await prepare(current, write, repo);
-      const settings = write.settings;
-      const args = hibernateArgsOf(idleRuleOf(settings, this.config));
-      await write.absorb(evaluate(write.facts, policyOf(settings, this.config), input, this.config, now), repo, `owner ${operator.owner}`, args);
+      const { policy, settings } = write.evaluation();
+      await write.absorb(evaluate(write.facts, policy, input, settings, now), repo, `owner ${operator.owner}`);
       await write.commit(repo);
       return write;
     });
@@ -289,7 +294,7 @@ export class OperatorService {
   async keepAlive(operator: Operator, instanceId: number, minutes: number): Promise<KeepAliveResponse> {
     const now = this.clock.now();
     const until = now + minutes * 60_000;
-    await this.transition(operator, instanceId, async ({ facts, settings }, _write, repo) => {
+    await this.transition(operator, instanceId, async ({ facts }, write, repo) => {
       if (facts.status === 'hibernating' || facts.status === 'hibernated') {
         throw new DumontError(
           'instance_hibernating',
@@ -297,7 +302,7 @@ export class OperatorService {
         );
       }
       if (!operator.admin) {
-        const limits = limitsOf(settings, this.config);
+        const limits = write.effective.limits;
         const used = limits.keepAliveBudgetMinutes === null ? 0 : await ownerKeepAliveUsed(repo, instanceId, now);
         checkKeepAlive(limits, minutes, used, operator.admin);
       }
@@ -312,11 +317,11 @@ export class OperatorService {
   }
 
   async patchHibernation(operator: Operator, instanceId: number, patch: HibernationPolicyPatch): Promise<InstanceDetail> {
-    await this.transition(operator, instanceId, (instance, write) => {
-      checkHibernationPatch(limitsOf(instance.settings, this.config), patch, operator.admin);
+    await this.transition(operator, instanceId, (_instance, write) => {
+      checkHibernationPatch(write.effective.limits, patch, operator.admin);
       const settings: Partial<InstanceSettings> = {};
       // Each bounded setting remembers whether an admin set it: an admin's value stands, an owner's is
-      // bounded by the limits when evaluated (policyOf), even after a limit is lowered.
+      // bounded by the limits when evaluated (effective-policy.ts), even after a limit is lowered.
       if (patch.enabled !== undefined) {
         settings.hibernationEnabled = patch.enabled;
         settings.enabledSetByAdmin = operator.admin;
@@ -348,8 +353,12 @@ export class OperatorService {
       if (labelPatch !== undefined) {
         // Read and replaced under the instance's row lock: two patches merge one after the other.
         const stored = (await repo.labelsOf([instanceId])).get(instanceId) ?? {};
-        await repo.setLabels(instanceId, mergeLabels(stored, labelPatch));
+        write.labels = mergeLabels(stored, labelPatch);
+        await repo.setLabels(instanceId, write.labels);
       }
+      // Checked with the labels as they will be: a patch cannot move itself out of its policy's provider.
+      const policy = write.effective.policy;
+      checkProviderPatch(policy?.spec.provider, policy?.name, patch.provider, operator.admin);
       write.change.settings = providerSettings(patch);
       if (patch.price_per_hour !== undefined && patch.price_per_hour !== current.settings.pricePerHour && current.facts.savingSince !== null) {
         write.facts = { ...write.facts, savingSince: this.clock.now() };
@@ -425,7 +434,7 @@ export class OperatorService {
           if (status === 'hibernating' || status === 'hibernated' || status === 'waking') {
             throw new DumontError('instance_hibernating', `instance ${instanceId} is already ${status}`);
           }
-          if (policyOf(current.settings, this.config).dryRun) {
+          if (write.effective.dryRun.value) {
             throw new DumontError('dry_run', `instance ${instanceId} is in dry-run (DUMONT_DRY_RUN or hibernation.dry_run); nothing is hibernated`);
           }
           return { kind: 'hibernate_now', reason: `hibernate requested by ${operator.owner}` };

@@ -8,7 +8,8 @@ import type { ProviderAction, ProviderActionKind, ProviderOutcome } from '../pro
 import type { Providers } from '../providers/registry.js';
 import type { OutboxRow } from '../store/schema.js';
 import type { FleetRepository, FleetStore, OutboxTarget } from '../store/store.js';
-import { InstanceWrite, policyOf } from './instance-write.js';
+import { InstanceWrite } from './instance-write.js';
+import type { PolicyBook } from './policy-book.js';
 
 /** The first retry comes within this long; each later one may wait up to twice as long as the last. */
 const BASE_RETRY_MS = 2000;
@@ -63,6 +64,7 @@ export class OutboxWorker {
     private readonly store: FleetStore,
     private readonly clock: Clock,
     private readonly config: ServerConfig,
+    private readonly policies: PolicyBook,
     private readonly providers: Providers,
     private readonly notifier: Notifier | null,
     private readonly log: Log = () => {},
@@ -214,7 +216,7 @@ export class OutboxWorker {
       // Read after the instance's lock: a cancellation (made under that lock) is seen.
       const current = await repo.getOutbox(row.id);
       if (!instance || !current || current.state !== 'pending' || current.claimed_by !== this.id) return;
-      const write = new InstanceWrite(instance, now, this.config);
+      const write = new InstanceWrite(instance, now, this.config, this.policies.current());
       const data = { action_id: row.id, attempt: current.attempts, provider: row.target };
       if (outcome.ok) {
         await repo.finishOutbox(row.id, this.id, { state: 'done', completed_at: now, claimed_until: null, last_error: null });
@@ -257,7 +259,8 @@ export class OutboxWorker {
   }
 
   private async absorbResult(repo: FleetRepository, write: InstanceWrite, action: ProviderActionKind, done: boolean, message: string) {
-    const decision = evaluate(write.facts, policyOf(write.settings, this.config), { kind: 'provider_result', action, done, message }, this.config, this.clock.now());
+    const { policy, settings } = write.evaluation();
+    const decision = evaluate(write.facts, policy, { kind: 'provider_result', action, done, message }, settings, this.clock.now());
     await write.absorb(decision, repo, 'provider');
   }
 }

@@ -2,7 +2,8 @@ import type { Clock } from '../clock.js';
 import type { ServerConfig } from '../config.js';
 import { evaluate } from '../policy/hibernation-policy.js';
 import type { FleetStore } from '../store/store.js';
-import { InstanceWrite, policyOf } from './instance-write.js';
+import { InstanceWrite } from './instance-write.js';
+import type { PolicyBook } from './policy-book.js';
 import type { MassSilenceGuard } from './mass-silence.js';
 
 const BATCH = 500;
@@ -28,6 +29,7 @@ export class Sweeper {
     private readonly store: FleetStore,
     private readonly clock: Clock,
     private readonly config: ServerConfig,
+    private readonly policies: PolicyBook,
     private readonly onError: (error: unknown) => void = () => {},
     private readonly massSilence: MassSilenceGuard | null = null,
   ) {
@@ -65,8 +67,9 @@ export class Sweeper {
       const instance = await repo.getLifecycle(instanceId, { forUpdate: true });
       // Another replica (or a heartbeat) may have handled it since we listed it.
       if (!instance || instance.deadline === null || instance.deadline > now) return false;
-      const write = new InstanceWrite(instance, now, this.config);
-      await write.absorb(evaluate(write.facts, policyOf(instance.settings, this.config), { kind: 'tick' }, this.config, now), repo, 'policy');
+      const write = new InstanceWrite(instance, now, this.config, this.policies.current());
+      const { policy, settings } = write.evaluation();
+      await write.absorb(evaluate(write.facts, policy, { kind: 'tick' }, settings, now), repo, 'policy');
       await write.commit(repo);
       // A stored deadline may be early (see DEADLINE_SLACK_MS): then this visit only re-stored it.
       return write.facts.status !== instance.facts.status;

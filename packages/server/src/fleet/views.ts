@@ -1,10 +1,11 @@
-import type { CommandView, EventView, InstanceDetail, InstanceSavings, InstanceSummary, Labels, MassSilenceView } from '@dumont/protocol';
+import type { CommandView, EffectivePolicyView, EventView, InstanceDetail, InstanceSavings, InstanceSummary, Labels, MassSilenceView } from '@dumont/protocol';
 import type { MassSilence } from './mass-silence.js';
 import type { ServerConfig } from '../config.js';
 import { hibernateInSeconds, idleSeconds } from '../policy/hibernation-policy.js';
 import type { AgentCommand, InstanceListEntry, InstanceRecord, StoredEvent } from '../store/store.js';
-import { policyOf, providerInstanceIdOf, providerNameOf } from './instance-write.js';
-import { boundedSettings, limitsOf } from './admin-limits.js';
+import { providerInstanceIdOf } from './instance-write.js';
+import { nextScheduleChangeOf, type EffectivePolicy } from '../policy/effective-policy.js';
+import type { SignalVerdict } from '../policy/activity-signals.js';
 
 /** Rows → the public JSON shapes of the seed (plus extensions). */
 
@@ -51,19 +52,17 @@ export function toDetail(
   now: number,
   savings: InstanceSavings,
   labels: Labels,
+  effective: EffectivePolicy,
   keepAliveLeft: number | null = null,
+  signals: { at: number; verdicts: readonly SignalVerdict[] } | null = null,
 ): InstanceDetail {
   const { facts, readings, settings } = instance;
-  const policy = policyOf(settings, config);
-  const limits = limitsOf(settings, config);
-  const bounded = boundedSettings(settings, limits);
+  const { limits } = effective;
   // The stored value beside the effective one, only where a limit bounds it (old clients read the effective one).
   const requested = {
-    ...(bounded.thresholdMinutes !== settings.thresholdMinutes && settings.thresholdMinutes !== null
-      ? { threshold_minutes_requested: settings.thresholdMinutes }
-      : {}),
-    ...(bounded.enabled !== settings.hibernationEnabled ? { enabled_requested: settings.hibernationEnabled } : {}),
-    ...(bounded.dryRun !== settings.dryRun ? { dry_run_requested: settings.dryRun } : {}),
+    ...(effective.thresholdMinutes.source === 'limit' && settings.thresholdMinutes !== null ? { threshold_minutes_requested: settings.thresholdMinutes } : {}),
+    ...(effective.enabled.source === 'limit' ? { enabled_requested: settings.hibernationEnabled } : {}),
+    ...(effective.dryRun.source === 'limit' ? { dry_run_requested: settings.dryRun } : {}),
   };
   return {
     instance_id: instance.instanceId,
@@ -80,13 +79,13 @@ export function toDetail(
       active_users: readings.activeUsers,
     },
     hibernation: {
-      enabled: policy.enabled,
-      threshold_minutes: policy.thresholdMinutes,
+      enabled: effective.enabled.value,
+      threshold_minutes: effective.thresholdMinutes.value,
       scheduled: facts.scheduledAt !== null || facts.status === 'hibernating',
       scheduled_at: iso(facts.scheduledAt ?? (facts.status === 'hibernating' ? facts.hibernateIssuedAt : null)),
-      ignore_gpu_processes: policy.ignoreGpuProcesses,
+      ignore_gpu_processes: settings.ignoreGpuProcesses,
       hibernate_in_seconds: hibernateInSeconds(facts, now),
-      dry_run: policy.dryRun,
+      dry_run: effective.dryRun.value,
       ...requested,
       limits: {
         max_threshold_minutes: limits.maxThresholdMinutes,
@@ -104,7 +103,7 @@ export function toDetail(
     registered_at: iso(instance.registeredAt)!,
     price_per_hour: instance.settings.pricePerHour,
     provider: {
-      name: providerNameOf(instance.settings, config),
+      name: effective.provider.value,
       instance_id: providerInstanceIdOf(instance.instanceId, instance.settings),
       state: facts.providerState,
       last_error: instance.providerError,
@@ -112,6 +111,50 @@ export function toDetail(
     },
     savings,
     labels,
+    effective_policy: effectivePolicyView(effective, facts.onlineSince, now, signals),
+  };
+}
+
+/** The effective values with their sources, the schedule's state now, and the signals' last verdicts. */
+function effectivePolicyView(
+  effective: EffectivePolicy,
+  onlineSince: number | null,
+  now: number,
+  signals: { at: number; verdicts: readonly SignalVerdict[] } | null,
+): EffectivePolicyView {
+  const schedule = effective.policy?.schedule?.spec ?? null;
+  const uptimeHours = onlineSince === null ? 0 : (now - onlineSince) / 3_600_000;
+  const forced =
+    !effective.enabled.value
+      ? null
+      : (effective.scheduleForce ??
+        (effective.maxUptimeHours !== null && uptimeHours >= effective.maxUptimeHours ? `online for more than the policy's max_uptime_hours of ${effective.maxUptimeHours}` : null));
+  const verdicts = new Map((signals?.verdicts ?? []).map((v) => [v.name, v]));
+  return {
+    policy: effective.policy?.name ?? null,
+    idle_utilization_percent: effective.idleUtilizationPercent,
+    threshold_minutes: effective.thresholdMinutes,
+    warning_seconds: effective.warningSeconds,
+    enabled: effective.enabled,
+    provider: effective.provider,
+    dry_run: effective.dryRun,
+    max_uptime_hours: effective.maxUptimeHours,
+    schedule:
+      schedule === null
+        ? null
+        : {
+            timezone: schedule.timezone,
+            active: [...schedule.active],
+            outside: schedule.outside,
+            outside_threshold_minutes: schedule.outside_threshold_minutes ?? null,
+            within_active_hours: effective.withinActiveHours ?? true,
+            next_change_at: iso(nextScheduleChangeOf(effective, now)),
+          },
+    forced,
+    signals: effective.signals.map((spec) => {
+      const verdict = verdicts.get(spec.name);
+      return { name: spec.name, type: spec.type, state: verdict?.state ?? null, detail: verdict?.detail ?? null };
+    }),
   };
 }
 

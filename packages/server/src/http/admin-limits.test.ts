@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createApiKey } from '../admin-key.js';
-import { policyOf } from '../fleet/instance-write.js';
+import { effectivePolicyOf, instancePolicyOf } from '../fleet/instance-write.js';
 import { testBackends, type TestBackend } from '../test-support/backends.js';
 import { TestServer, T0 } from '../test-support/test-server.js';
 
@@ -62,12 +62,12 @@ for (const backend of await testBackends()) {
       });
 
       const refusals: [string, string, { body?: unknown }, string, RegExp][] = [
-        ['PATCH', '/hibernation', { body: { threshold_minutes: 600 } }, 'threshold_minutes', /600 is above this server's limit of 120 minutes for owners \(DUMONT_MAX_THRESHOLD_MINUTES\); an admin may set it/],
+        ['PATCH', '/hibernation', { body: { threshold_minutes: 600 } }, 'threshold_minutes', /600 is above the limit of 120 minutes for owners \(DUMONT_MAX_THRESHOLD_MINUTES\); an admin may set it/],
         ['PATCH', '/hibernation', { body: { enabled: false } }, 'enabled', /DUMONT_OWNER_MAY_DISABLE=off/],
         ['PATCH', '/hibernation', { body: { dry_run: true } }, 'dry_run', /dry-run.*DUMONT_OWNER_MAY_DISABLE=off/],
         // One field beyond a limit refuses the whole patch: the allowed threshold is not stored either.
         ['PATCH', '/hibernation', { body: { threshold_minutes: 60, enabled: false } }, 'enabled', /DUMONT_OWNER_MAY_DISABLE/],
-        ['POST', '/keep-alive?minutes=61', {}, 'minutes', /61 is above this server's limit of 60 minutes per keep-alive for owners \(DUMONT_MAX_KEEP_ALIVE_MINUTES\)/],
+        ['POST', '/keep-alive?minutes=61', {}, 'minutes', /61 is above the limit of 60 minutes per keep-alive for owners \(DUMONT_MAX_KEEP_ALIVE_MINUTES\)/],
       ];
       for (const [method, path, options, field, message] of refusals) {
         const res = await t.request(method, `${base(1)}${path}`, { token: aliceKey, ...options });
@@ -244,7 +244,7 @@ for (const backend of await testBackends()) {
             expect(inWindow).toBeLessThanOrEqual(90);
 
             const stored = (await t.server.store.getInstance(id))!;
-            const policy = policyOf(stored.settings, t.config);
+            const policy = instancePolicyOf(effectivePolicyOf(stored, [], t.config, now), stored.settings);
             const view = (await t.request('GET', base(id))).json.hibernation;
             expect(view).toMatchObject({ threshold_minutes: policy.thresholdMinutes, enabled: policy.enabled, dry_run: policy.dryRun });
             expect(view.limits.keep_alive_left_minutes).toBe(90 - inWindow);

@@ -26,6 +26,10 @@ import { dashboardRoutes } from './dashboard-routes.js';
 import { sessionRoutes } from './session-routes.js';
 import { SessionStore } from '../store/sessions.js';
 import { MAX_JSON_DEPTH, nestsDeeperThan, validatorCompiler } from './validation.js';
+import { policyRoutes } from './policy-routes.js';
+import { PolicyService } from '../fleet/policy-service.js';
+import type { PolicyBook } from '../fleet/policy-book.js';
+import type { SignalBoard } from '../fleet/signal-board.js';
 
 export const BODY_LIMIT_BYTES = 64 * 1024;
 
@@ -43,6 +47,10 @@ export interface AppDependencies {
   history?: HistoryRecorder;
   /** Where the built dashboard is (tests point elsewhere); default: @dumont/dashboard's dist. */
   dashboardDir?: string;
+  /** The named policies, loaded (server.ts shares them with the sweeper and the outbox). */
+  policies: PolicyBook;
+  /** External activity signals' readings (server.ts polls them). */
+  signals: SignalBoard;
 }
 
 /** Assembles the HTTP server: routes → services → policy → store. No I/O happens until `listen`. */
@@ -142,8 +150,8 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
   }
 
   const massSilence = deps.massSilence ?? new MassSilenceGuard(config);
-  const heartbeats = new HeartbeatService(store, clock, config, massSilence, deps.history ?? null);
-  const operators = new OperatorService(store, clock, config, deps.providers, massSilence);
+  const heartbeats = new HeartbeatService(store, clock, config, deps.policies, deps.signals, massSilence, deps.history ?? null);
+  const operators = new OperatorService(store, clock, config, deps.providers, deps.policies, deps.signals, massSilence);
   const auth = new Authenticator(store, config.adminKey, {
     store: new SessionStore(store.kysely),
     clock,
@@ -168,6 +176,7 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
   dashboardRoutes(app, { distDir: deps.dashboardDir });
   instanceRoutes(app, operators, auth, config);
   historyRoutes(app, new HistoryService(store, new HistoryStore(store.kysely, store.dialect), clock, config), auth);
+  policyRoutes(app, new PolicyService(store, clock, deps.policies, deps.providers), auth);
   replayRoutes(app, new ReplayService(store, new HistoryStore(store.kysely, store.dialect), clock, config), auth);
   return app;
 }

@@ -33,6 +33,13 @@ export interface InstancePolicy {
   stopsThroughProvider: boolean;
   /** Record `would_hibernate` where a hibernation would fire; nothing is stopped. */
   dryRun: boolean;
+  /**
+   * Why an admin's policy wants the machine hibernated even if busy right now (outside a schedule's
+   * active hours with `outside: hibernate`); null = only idleness counts.
+   */
+  forcedBy?: string | null;
+  /** Hibernate, busy or not, once the machine has been online this long; null = no limit. */
+  maxUptimeHours?: number | null;
 }
 
 /** The stored facts the policy reads and writes; everything else is derived. */
@@ -108,6 +115,8 @@ export interface Decision {
   events: PolicyEvent[];
   /** Queue a hibernate command now (the facts already say `hibernating`). */
   issueHibernate: boolean;
+  /** Why the issued hibernate command is forced on a machine that may be busy (the agent skips its idle check); null = not forced. */
+  forcedHibernate: string | null;
   /** Close the pending hibernate command: unanswered in time, or withdrawn because the machine is busy. */
   closeHibernate: { state: 'expired' | 'cancelled'; detail: string } | null;
   /** Leave the pending hibernate command out of this answer: the beat is busy while its hook runs. */
@@ -191,6 +200,7 @@ class Step {
   private readonly f: LifecycleFacts;
   private readonly events: PolicyEvent[] = [];
   private issueHibernate = false;
+  private forcedHibernate: string | null = null;
   private closeHibernate: Decision['closeHibernate'] = null;
   private withholdHibernate = false;
   private providerAction: Decision['providerAction'] = null;
@@ -214,6 +224,7 @@ class Step {
       facts: this.f,
       events: this.events,
       issueHibernate: this.issueHibernate,
+      forcedHibernate: this.issueHibernate ? this.forcedHibernate : null,
       closeHibernate: this.closeHibernate,
       withholdHibernate: this.withholdHibernate,
       providerAction: this.providerAction,
@@ -240,6 +251,21 @@ class Step {
 
   private get thresholdMs(): number {
     return this.policy.thresholdMinutes * MINUTE;
+  }
+
+  /**
+   * Why the admin's policy hibernates this machine now even if it is busy: outside a schedule's active
+   * hours (`hibernate`), or online past `max_uptime_hours`. Never while hibernation is off.
+   */
+  private get forcedReason(): string | null {
+    const { f, policy, now } = this;
+    if (!policy.enabled) return null;
+    if (policy.forcedBy) return policy.forcedBy;
+    const maxUptime = policy.maxUptimeHours;
+    if (maxUptime !== null && maxUptime !== undefined && f.onlineSince !== null && now - f.onlineSince >= maxUptime * 3_600_000) {
+      return `online for ${Math.floor((now - f.onlineSince) / 60_000)} min, over the policy's max_uptime_hours of ${maxUptime}`;
+    }
+    return null;
   }
 
   private cancelSchedule(reason: string): void {
@@ -295,10 +321,12 @@ class Step {
     }
     f.lastHeartbeatAt = now;
 
-    const verdict = judgeIdle(obs, {
+    const gpuVerdict = judgeIdle(obs, {
       idleUtilizationPercent: this.settings.idleUtilizationPercent,
       ignoreGpuProcesses: this.policy.ignoreGpuProcesses,
     });
+    // An external signal that says "in use" (or cannot say) is activity like a busy GPU.
+    const verdict = gpuVerdict.idle && obs.signalActivity ? { idle: false as const, reason: obs.signalActivity } : gpuVerdict;
     if (f.status === 'hibernating') {
       // Activity since the idle streak began, or (an operator's command on a busy-looking instance)
       // since the command was issued.
@@ -320,7 +348,13 @@ class Step {
       if (f.idleSince !== null) this.emit('active_again', verdict.reason);
       f.idleSince = null;
       f.status = 'active';
-      this.cancelSchedule(`activity: ${verdict.reason}`);
+      const forced = this.forcedReason;
+      if (forced === null) {
+        this.cancelSchedule(`activity: ${verdict.reason}`);
+        return;
+      }
+      // The admin chose to hibernate even a busy machine here: the warning still runs, keep-alive holds.
+      this.reconsiderSchedule(`activity: ${verdict.reason}`, hold, now - obs.observedAt <= this.settings.freshnessSeconds * SECOND, forced);
       return;
     }
 
@@ -339,7 +373,7 @@ class Step {
           : null;
     f.idleSince = start;
     f.status = 'idle';
-    this.reconsiderSchedule(cancelReason, hold, now - obs.observedAt <= this.settings.freshnessSeconds * SECOND);
+    this.reconsiderSchedule(cancelReason, hold, now - obs.observedAt <= this.settings.freshnessSeconds * SECOND, this.forcedReason);
   }
 
   /**
@@ -351,6 +385,8 @@ class Step {
    */
   private whileHibernating(obs: IdleObservation, busyReason: string | null): void {
     if (busyReason === null) return;
+    // A forced hibernation was issued knowing the machine may be busy; it stands while its reason does.
+    if (this.forcedReason !== null) return;
     if (obs.hibernateHookRunning) {
       this.withholdHibernate = true;
       return;
@@ -382,10 +418,11 @@ class Step {
   }
 
   /** Schedules, keeps or cancels the hibernation of an idle instance, then fires it when due. */
-  private reconsiderSchedule(activityReason: string | null, hold: string | null, fresh: boolean): void {
+  private reconsiderSchedule(activityReason: string | null, hold: string | null, fresh: boolean, forced: string | null = null): void {
     const { f, now } = this;
     const idleMs = now - (f.idleSince ?? now);
     const postponed = f.postponedUntil !== null && f.postponedUntil > now;
+    const idleLongEnough = f.status === 'idle' && idleMs >= this.thresholdMs;
     if (f.scheduledAt !== null) {
       const reason = !this.policy.enabled
         ? 'hibernation disabled'
@@ -393,21 +430,30 @@ class Step {
           ? hold
           : postponed
             ? 'keep-alive'
-            : idleMs < this.thresholdMs
+            : !idleLongEnough && forced === null
               ? (activityReason ?? 'idle time below the threshold')
               : null;
       if (reason !== null) this.cancelSchedule(reason);
-    } else if (this.policy.enabled && hold === null && !postponed && idleMs >= this.thresholdMs) {
+    } else if (this.policy.enabled && hold === null && !postponed && (idleLongEnough || forced !== null)) {
       f.scheduledAt = now + this.settings.hibernationWarningSeconds * SECOND;
-      this.emit('hibernation_scheduled', `idle for ${Math.floor(idleMs / SECOND)} s (threshold ${this.policy.thresholdMinutes} min)`, {
-        scheduled_at: new Date(f.scheduledAt).toISOString(),
-        idle_seconds: Math.floor(idleMs / SECOND),
-      });
+      if (idleLongEnough) {
+        this.emit('hibernation_scheduled', `idle for ${Math.floor(idleMs / SECOND)} s (threshold ${this.policy.thresholdMinutes} min)`, {
+          scheduled_at: new Date(f.scheduledAt).toISOString(),
+          idle_seconds: Math.floor(idleMs / SECOND),
+        });
+      } else {
+        this.emit('hibernation_scheduled', `forced by policy: ${forced}`, {
+          scheduled_at: new Date(f.scheduledAt).toISOString(),
+          idle_seconds: Math.floor(idleMs / SECOND),
+          forced: true,
+        });
+      }
     }
-    if (fresh) this.fireIfDue();
+    if (fresh) this.fireIfDue(idleLongEnough ? null : forced);
   }
 
-  private fireIfDue(): void {
+  /** `forced`: why it fires although the machine is not idle past its threshold (the agent is told). */
+  private fireIfDue(forced: string | null = null): void {
     const { f, now } = this;
     if (f.scheduledAt === null || now < f.scheduledAt) return;
     if (this.policy.dryRun) {
@@ -430,6 +476,7 @@ class Step {
     f.scheduledAt = null;
     f.hibernateIssuedAt = now;
     this.issueHibernate = true;
+    this.forcedHibernate = forced;
   }
 
   tick(): void {
@@ -495,6 +542,7 @@ class Step {
     const { f } = this;
     if (f.scheduledAt === null) return;
     if (!this.policy.enabled) this.cancelSchedule('hibernation disabled');
+    else if (this.forcedReason !== null) return;
     else if (f.idleSince === null || this.now - f.idleSince < this.thresholdMs) this.cancelSchedule('threshold raised');
   }
 

@@ -15,4 +15,6 @@ export interface IdleObservation extends BeatIdleFacts {
   observedAt: number;
   /** The agent reports that the hook of the instance's hibernate command is running right now. */
   hibernateHookRunning: boolean;
+  /** Why the policy's external activity signals say the machine is in use (or cannot tell); null = all idle or none. */
+  signalActivity?: string | null;
 }

@@ -1,4 +1,4 @@
-import type { CommandState, CommandType, EventType, GpuMetrics, GpuSample, InstanceStatus, ProviderState } from '@dumont/protocol';
+import type { Labels, CommandState, CommandType, EventType, GpuMetrics, GpuSample, InstanceStatus, ProviderState } from '@dumont/protocol';
 import type { LifecycleFacts } from '../policy/hibernation-policy.js';
 import { newInstanceRow, type CommandRow, type EventRow, type InstanceRow, type InstanceUpdate, type NewEventRow, type NewInstanceRow } from './schema.js';
 import type {
@@ -100,6 +100,7 @@ export function lifecycleOf(row: LifecycleRow): InstanceLifecycle {
     heartbeatCount: row.heartbeat_count,
     agentTimestampMs: row.agent_timestamp_ms,
     version: row.version,
+    labels: JSON.parse(row.labels_json) as Labels,
   };
 }
 

@@ -1,5 +1,5 @@
 import { sql, type ExpressionBuilder, type Kysely, type RawBuilder } from 'kysely';
-import type { CommandState, LabelTerm, Labels } from '@dumont/protocol';
+import type { CommandState, LabelTerm, Labels, PolicySpec } from '@dumont/protocol';
 import { columnsOf, commandChangeColumns, commandColumns, commandOf, eventColumns, gpuReadingsOf, lifecycleOf, listEntryOf, newInstanceColumns, recordOf, storedEventOf } from './instance-mapping.js';
 import { QueryTemplates } from './query-templates.js';
 import type { Database, InstanceUpdate, NewInstanceRow, NewSavingsRow, OutboxRow } from './schema.js';
@@ -18,6 +18,7 @@ import {
   type InstanceListEntry,
   type InstanceSummaryRow,
   type LifecycleRow,
+  type StoredPolicy,
   type NewInstance,
   type OutboxTarget,
   type SavingsQuery,
@@ -239,6 +240,42 @@ export class KyselyRepository implements FleetRepository {
     await this.db.deleteFrom('instance_labels').where('instance_id', '=', instanceId).execute();
     const rows = Object.entries(labels).map(([key, value]) => ({ instance_id: instanceId, key, value }));
     if (rows.length > 0) await this.db.insertInto('instance_labels').values(rows).execute();
+    await this.db.updateTable('instances').set({ labels_json: JSON.stringify(labels) }).where('instance_id', '=', instanceId).execute();
+  }
+
+  async listPolicies() {
+    const rows = await this.db.selectFrom('policies').selectAll().orderBy('priority', 'desc').execute();
+    return rows.map((row) => ({
+      name: row.name,
+      priority: Number(row.priority),
+      spec: JSON.parse(row.spec_json) as PolicySpec,
+      createdAt: Number(row.created_at),
+      updatedAt: Number(row.updated_at),
+      updatedBy: row.updated_by,
+    }));
+  }
+
+  async putPolicy(policy: StoredPolicy) {
+    const row = {
+      name: policy.name,
+      priority: policy.priority,
+      spec_json: JSON.stringify(policy.spec),
+      created_at: policy.createdAt,
+      updated_at: policy.updatedAt,
+      updated_by: policy.updatedBy,
+    };
+    await this.db
+      .insertInto('policies')
+      .values(row)
+      .onConflict((oc) =>
+        oc.column('name').doUpdateSet({ priority: row.priority, spec_json: row.spec_json, updated_at: row.updated_at, updated_by: row.updated_by }),
+      )
+      .execute();
+  }
+
+  async deletePolicy(name: string) {
+    const result = await this.db.deleteFrom('policies').where('name', '=', name).executeTakeFirst();
+    return Number(result.numDeletedRows) > 0;
   }
 
   async labelsOf(instanceIds: readonly number[]) {

@@ -250,6 +250,35 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         }
       },
     },
+    '0011_policies': {
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('policies')
+          .addColumn('name', 'text', (c) => c.primaryKey())
+          .addColumn('priority', 'integer', (c) => c.notNull().unique())
+          .addColumn('spec_json', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'bigint', (c) => c.notNull())
+          .addColumn('updated_at', 'bigint', (c) => c.notNull())
+          .addColumn('updated_by', 'text', (c) => c.notNull())
+          .execute();
+        // The heartbeat matches an instance's labels against the policies from the one row it reads.
+        await db.schema.alterTable('instances').addColumn('labels_json', 'text', (c) => c.notNull().defaultTo('{}')).execute();
+        const rows: { instance_id: number | string; key: string; value: string }[] = await db
+          .selectFrom('instance_labels')
+          .select(['instance_id', 'key', 'value'])
+          .orderBy('instance_id')
+          .orderBy('key')
+          .execute();
+        const byInstance = new Map<string, Record<string, string>>();
+        for (const row of rows) {
+          const id = String(row.instance_id);
+          byInstance.set(id, { ...(byInstance.get(id) ?? {}), [row.key]: row.value });
+        }
+        for (const [id, labels] of byInstance) {
+          await db.updateTable('instances').set({ labels_json: JSON.stringify(labels) }).where('instance_id', '=', Number(id)).execute();
+        }
+      },
+    },
   };
 }
 

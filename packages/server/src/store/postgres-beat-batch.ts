@@ -65,6 +65,7 @@ const COLUMN_TYPES: Record<Exclude<keyof InstancesTable, 'instance_id' | 'versio
   threshold_set_by_admin: 'integer',
   enabled_set_by_admin: 'integer',
   dry_run_set_by_admin: 'integer',
+  labels_json: 'text',
 };
 const isPatchable = (column: string): column is keyof typeof COLUMN_TYPES => Object.hasOwn(COLUMN_TYPES, column);
 

@@ -13,6 +13,18 @@ export interface Database {
   outbox: OutboxTable;
   savings: SavingsTable;
   instance_labels: InstanceLabelsTable;
+  policies: PoliciesTable;
+}
+
+/** Named hibernation policies, written by admins; `spec_json` is the policy as PUT (protocol `PolicySpec`). */
+export interface PoliciesTable {
+  name: string;
+  /** Unique: two policies at one priority would make an instance's match ambiguous. */
+  priority: number;
+  spec_json: string;
+  created_at: number;
+  updated_at: number;
+  updated_by: string;
 }
 
 /** One label of one instance; an instance's labels are replaced as a whole (store.ts `setLabels`). */
@@ -122,6 +134,8 @@ export interface InstancesTable {
   threshold_set_by_admin: number;
   enabled_set_by_admin: number;
   dry_run_set_by_admin: number;
+  /** A copy of the instance's labels (instance_labels is the truth for selectors): the heartbeat reads one row. */
+  labels_json: string;
 }
 
 export interface ApiKeysTable {
@@ -186,6 +200,7 @@ export function newInstanceRow(
     threshold_set_by_admin: 0,
     enabled_set_by_admin: 0,
     dry_run_set_by_admin: 0,
+    labels_json: '{}',
     ...fields,
   };
 }

@@ -1,5 +1,5 @@
 import type { Kysely } from 'kysely';
-import type { CollectorError, CommandState, CommandType, EventType, GpuMetrics, GpuSample, InstanceStatus, LabelTerm, Labels } from '@dumont/protocol';
+import type { CollectorError, CommandState, CommandType, EventType, GpuMetrics, GpuSample, InstanceStatus, LabelTerm, Labels, PolicySpec } from '@dumont/protocol';
 import type { LifecycleFacts } from '../policy/hibernation-policy.js';
 import type { Database } from './schema.js';
 import type { InstanceRow, NewSavingsRow, OutboxRow, SavingsRow } from './schema.js';
@@ -36,6 +36,14 @@ export interface FleetRepository {
   setLabels(instanceId: number, labels: Readonly<Labels>): Promise<void>;
   /** The labels of each of these instances, in one query per 500 ids; an instance without any is absent. */
   labelsOf(instanceIds: readonly number[]): Promise<Map<number, Labels>>;
+
+  /** Every named policy, highest priority first. */
+  listPolicies(): Promise<StoredPolicy[]>;
+  /** Creates or replaces the policy of that name. */
+  putPolicy(policy: StoredPolicy): Promise<void>;
+  /** False when there was no such policy. */
+  deletePolicy(name: string): Promise<boolean>;
+
   countInstancesByStatus(owner: string | null): Promise<Map<string, number>>;
   /** Every owner's instances after `afterInstanceId`, by id, with their last per-GPU readings (a /metrics scrape). */
   listGpuReadings(afterInstanceId: number | undefined, limit: number): Promise<GpuReadings[]>;
@@ -156,6 +164,7 @@ export const LIFECYCLE_COLUMNS = [
   'threshold_set_by_admin',
   'enabled_set_by_admin',
   'dry_run_set_by_admin',
+  'labels_json',
 ] as const satisfies readonly (keyof InstanceRow)[];
 
 /** The columns behind `InstanceLifecycle` (instance-mapping.ts): known only inside store/. */
@@ -183,6 +192,16 @@ export interface InstanceSettings {
   dryRunSetByAdmin: boolean;
 }
 
+/** A named policy as stored: `spec` is what the admin PUT (the protocol's `PolicySpec`), kept verbatim. */
+export interface StoredPolicy {
+  name: string;
+  priority: number;
+  spec: PolicySpec;
+  createdAt: number;
+  updatedAt: number;
+  updatedBy: string;
+}
+
 /** An instance as a lifecycle decision reads it: the policy's facts, its settings, and bookkeeping. */
 export interface InstanceLifecycle {
   instanceId: number;
@@ -203,6 +222,8 @@ export interface InstanceLifecycle {
   agentTimestampMs: number | null;
   /** Bumped by every write; writes are compare-and-set on it. */
   version: number;
+  /** Its labels (which policy applies to it). */
+  labels: Labels;
 }
 
 /** What one heartbeat reported, as kept for display: the host aggregate and each GPU as sent. */

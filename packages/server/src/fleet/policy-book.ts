@@ -1,0 +1,65 @@
+import type { Labels } from '@dumont/protocol';
+import type { Clock } from '../clock.js';
+import { compilePolicy, matchingPolicy, type CompiledPolicy } from '../policy/effective-policy.js';
+import type { FleetRepository, StoredPolicy } from '../store/store.js';
+
+/** Policies are re-read at least this often, so that a change made through another replica applies. */
+export const POLICY_REFRESH_MS = 2_000;
+
+/**
+ * The named policies as this process knows them: every heartbeat matches its instance's labels
+ * against them, so they are kept compiled in memory. They are re-read when older than
+ * POLICY_REFRESH_MS (in the background: a beat never waits for it), at once after this process
+ * changes one, and, before a hibernation fires, inside that transaction (`load(repo)`), so that no
+ * hibernation rests on a policy another replica has just changed.
+ */
+export class PolicyBook {
+  private policies: readonly CompiledPolicy[] = [];
+  private loadedAt = -Infinity;
+  private reloading: Promise<unknown> | null = null;
+
+  constructor(
+    private readonly store: Pick<FleetRepository, 'listPolicies'>,
+    private readonly clock: Clock,
+    private readonly onError: (error: unknown) => void = () => {},
+  ) {}
+
+  /** The policies as last read, highest priority first; a stale copy starts a re-read for the next beat. */
+  current(): readonly CompiledPolicy[] {
+    if (this.clock.now() - this.loadedAt > POLICY_REFRESH_MS && this.reloading === null) {
+      this.reloading = this.load().catch(this.onError).finally(() => (this.reloading = null));
+    }
+    return this.policies;
+  }
+
+  /** Reads the policies now (through `reader`: a transaction, to see them as it does). */
+  async load(reader: Pick<FleetRepository, 'listPolicies'> = this.store): Promise<readonly CompiledPolicy[]> {
+    const at = this.clock.now();
+    const stored = await reader.listPolicies();
+    const known = new Map(this.policies.map((p) => [p.name, p]));
+    this.policies = stored.map((p) => {
+      const same = known.get(p.name);
+      return same && same.updatedAt === p.updatedAt && JSON.stringify(same.spec) === JSON.stringify(p.spec) ? same : compileStored(p);
+    });
+    this.loadedAt = at;
+    return this.policies;
+  }
+
+  /** The policy an instance with these labels follows now, or null (the server's defaults). */
+  forLabels(labels: Readonly<Labels>, policies: readonly CompiledPolicy[] = this.current()): CompiledPolicy | null {
+    return matchingPolicy(policies, labels);
+  }
+}
+
+/**
+ * A stored policy that no longer compiles (say, a time zone this Node's ICU dropped) must not fall
+ * back to a lower policy with a shorter threshold: it matches as before, with hibernation off.
+ */
+function compileStored(p: StoredPolicy): CompiledPolicy {
+  try {
+    return compilePolicy(p.name, p.spec, p.updatedAt);
+  } catch {
+    const { schedule: _schedule, ...rest } = p.spec;
+    return compilePolicy(p.name, { ...rest, enabled: false, description: `${p.spec.description ?? ''} (invalid on this server: hibernation off)`.trim() }, p.updatedAt);
+  }
+}
