@@ -6,6 +6,7 @@ import { FieldError } from './field-error.js';
 import { ago, celsius, countdown, date, decimal, duration, percent, text, UNKNOWN, usd } from './format.js';
 import { LabelsEditor } from './labels-editor.js';
 import { HibernationForm } from './hibernation-form.js';
+import { EffectivePolicy } from './effective-policy.js';
 import { POLL_MS, remaining, useNow, usePoll } from './hooks.js';
 import { MetricsCharts } from './metrics-charts.js';
 import { StatusBadge } from './status-badge.js';
@@ -118,6 +119,8 @@ export function InstanceView({ instanceId }: { instanceId: number }) {
       <MetricsCharts instanceId={instanceId} />
 
       <LabelsEditor detail={detail} base={base} onSaved={refresh} />
+
+      <EffectivePolicy view={detail.effective_policy} />
 
       <div class="columns">
         <HibernationForm detail={detail} base={base} onSaved={refresh} />

@@ -585,6 +585,48 @@ export function storeContract(backend: TestBackend): void {
       expect(await store.kysely.selectFrom('instance_labels').selectAll().execute()).toEqual([]);
     });
 
+    it("keeps the instance row's copy of its labels in step, so the heartbeat's one read carries them", async () => {
+      await rowsOf(store).insertInstanceRow(instanceRow(1));
+      expect((await store.getLifecycle(1))!.labels).toEqual({});
+      await store.setLabels(1, { team: 'vision', kind: 'notebook' });
+      expect((await store.getLifecycle(1))!.labels).toEqual({ kind: 'notebook', team: 'vision' });
+      await store.transaction(async (repo) => {
+        expect((await repo.getLifecycle(1, { forUpdate: true }))!.labels).toEqual({ kind: 'notebook', team: 'vision' });
+        await repo.setLabels(1, { team: 'nlp' });
+      });
+      expect((await store.getInstance(1))!.labels).toEqual({ team: 'nlp' });
+      await expect(
+        store.transaction(async (repo) => {
+          await repo.setLabels(1, {});
+          throw new Error('boom');
+        }),
+      ).rejects.toThrow('boom');
+      expect((await store.getLifecycle(1))!.labels).toEqual({ team: 'nlp' });
+    });
+
+    it('stores named policies: highest priority first, replaced by name, deleted once, a priority held by one policy only', async () => {
+      const policy = (name: string, priority: number, at: number) => ({
+        name,
+        priority,
+        spec: { selector: [`kind=${name}`], priority, threshold_minutes: priority * 2 },
+        createdAt: at,
+        updatedAt: at,
+        updatedBy: 'admin',
+      });
+      expect(await store.listPolicies()).toEqual([]);
+      await store.transaction(async (repo) => {
+        await repo.putPolicy(policy('notebooks', 10, 1_000));
+        await repo.putPolicy(policy('training', 20, 2_000));
+      });
+      expect((await store.listPolicies()).map((p) => p.name)).toEqual(['training', 'notebooks']);
+      await store.putPolicy({ ...policy('notebooks', 30, 1_000), updatedAt: 5_000, updatedBy: 'ops' });
+      expect(await store.listPolicies()).toEqual([{ ...policy('notebooks', 30, 1_000), updatedAt: 5_000, updatedBy: 'ops' }, policy('training', 20, 2_000)]);
+      await expect(store.putPolicy(policy('other', 20, 6_000))).rejects.toThrow();
+      expect(await store.deletePolicy('training')).toBe(true);
+      expect(await store.deletePolicy('training')).toBe(false);
+      expect((await store.listPolicies()).map((p) => p.name)).toEqual(['notebooks']);
+    });
+
     it('filters the list and its count by label terms, keeping keyset paging in id and hostname order', async () => {
       const expected: number[] = [];
       for (let id = 1; id <= 30; id++) {
