@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createApiKey } from '../admin-key.js';
 import { effectivePolicyOf, instancePolicyOf } from '../fleet/instance-write.js';
+import { compilePolicy } from '../policy/effective-policy.js';
 import { testBackends, type TestBackend } from '../test-support/backends.js';
 import { TestServer, T0 } from '../test-support/test-server.js';
 
@@ -183,19 +184,37 @@ for (const backend of await testBackends()) {
       await db.dispose();
     });
 
+    type PolicyLimits = { max_threshold_minutes?: number; max_keep_alive_minutes?: number; keep_alive_budget_minutes?: number | null; owner_may_disable?: boolean };
     type Action =
       | { kind: 'threshold'; admin: boolean; minutes: number }
       | { kind: 'enabled'; admin: boolean; value: boolean }
       | { kind: 'dry_run'; admin: boolean; value: boolean }
       | { kind: 'keep_alive'; admin: boolean; minutes: number }
-      | { kind: 'wait'; hours: number };
+      | { kind: 'wait'; hours: number }
+      /** An admin puts (or, with null, deletes) a named policy over the instance with its own limits. */
+      | { kind: 'policy'; limits: PolicyLimits | null };
     const action: fc.Arbitrary<Action> = fc.oneof(
       fc.record({ kind: fc.constant('threshold' as const), admin: fc.boolean(), minutes: fc.integer({ min: 1, max: 300 }) }),
       fc.record({ kind: fc.constant('enabled' as const), admin: fc.boolean(), value: fc.boolean() }),
       fc.record({ kind: fc.constant('dry_run' as const), admin: fc.boolean(), value: fc.boolean() }),
       fc.record({ kind: fc.constant('keep_alive' as const), admin: fc.boolean(), minutes: fc.integer({ min: 1, max: 100 }) }),
       fc.record({ kind: fc.constant('wait' as const), hours: fc.integer({ min: 1, max: 12 }) }),
+      fc.record({
+        kind: fc.constant('policy' as const),
+        limits: fc.option(
+          fc.record(
+            {
+              max_threshold_minutes: fc.integer({ min: 1, max: 240 }),
+              max_keep_alive_minutes: fc.integer({ min: 1, max: 90 }),
+              keep_alive_budget_minutes: fc.option(fc.integer({ min: 0, max: 150 })),
+              owner_may_disable: fc.boolean(),
+            },
+            { requiredKeys: [] },
+          ),
+        ),
+      }),
     );
+    const SERVER = { maxThreshold: 120, maxKeepAlive: 60, budget: 90 as number | null, ownerMayDisable: false };
     let nextId = 100;
 
     it('the effective policy never exceeds a limit unless an admin set the value; a refused owner action changes nothing', async () => {
@@ -203,15 +222,36 @@ for (const backend of await testBackends()) {
         fc.asyncProperty(fc.array(action, { minLength: 1, maxLength: 12 }), async (actions) => {
           const id = nextId++;
           await t.register(id, `gpu-${id}`, aliceKey);
+          // Each run's instance has its own label, and its own policy selects it: runs do not meet.
+          expect((await t.request('PATCH', base(id), { body: { labels: { run: String(id) } } })).status).toBe(200);
+          let limits = { ...SERVER };
           // Who last wrote each value (true = admin), and the owners' keep-alives granted (at, minutes).
           const lastByAdmin = { threshold: false, enabled: false, dryRun: false };
           const ownerKeepAlives: { at: number; minutes: number }[] = [];
+          const used = () => ownerKeepAlives.filter((k) => k.at > t.clock.now() - 24 * HOUR).reduce((sum, k) => sum + k.minutes, 0);
           for (const a of actions) {
             if (a.kind === 'wait') {
               t.clock.advance(a.hours * HOUR);
               continue;
             }
+            if (a.kind === 'policy') {
+              const path = `/api/v1/policies/run-${id}`;
+              if (a.limits === null) await t.request('DELETE', path);
+              else {
+                const put = await t.request('PUT', path, { body: { selector: [`run=${id}`], priority: id, limits: a.limits } });
+                expect([200, 201], put.text).toContain(put.status);
+              }
+              const own = a.limits ?? {};
+              limits = {
+                maxThreshold: own.max_threshold_minutes ?? SERVER.maxThreshold,
+                maxKeepAlive: own.max_keep_alive_minutes ?? SERVER.maxKeepAlive,
+                budget: own.keep_alive_budget_minutes !== undefined ? own.keep_alive_budget_minutes : SERVER.budget,
+                ownerMayDisable: own.owner_may_disable ?? SERVER.ownerMayDisable,
+              };
+              continue;
+            }
             const token = a.admin ? t.adminKey : aliceKey;
+            const usedBefore = used();
             const before = await Promise.all([t.request('GET', base(id)), t.request('GET', `${base(id)}/events?limit=1000`)]);
             const res =
               a.kind === 'keep_alive'
@@ -220,37 +260,37 @@ for (const backend of await testBackends()) {
                     token,
                     body: a.kind === 'threshold' ? { threshold_minutes: a.minutes } : { [a.kind]: a.value },
                   });
-            if (a.admin) expect(res.status).toBe(200);
-            if (res.status === 403) {
+            // What the limits in force allow an owner; an admin may do anything.
+            const allowed =
+              a.admin ||
+              (a.kind === 'threshold' && a.minutes <= limits.maxThreshold) ||
+              (a.kind === 'enabled' && (a.value || limits.ownerMayDisable)) ||
+              (a.kind === 'dry_run' && (!a.value || limits.ownerMayDisable)) ||
+              (a.kind === 'keep_alive' && a.minutes <= limits.maxKeepAlive && (limits.budget === null || a.minutes <= limits.budget - usedBefore));
+            if (!allowed) {
+              // An owner's request beyond a limit is refused (no silent clamp), and nothing changes.
+              expect(res.status, res.text).toBe(403);
               expect(res.json.error).toBe('forbidden');
               const after = await Promise.all([t.request('GET', base(id)), t.request('GET', `${base(id)}/events?limit=1000`)]);
               expect(after.map((r) => r.json)).toEqual(before.map((r) => r.json));
             } else {
-              expect(res.status).toBe(200);
+              expect(res.status, res.text).toBe(200);
               if (a.kind === 'threshold') lastByAdmin.threshold = a.admin;
               if (a.kind === 'enabled') lastByAdmin.enabled = a.admin;
               if (a.kind === 'dry_run') lastByAdmin.dryRun = a.admin;
               if (a.kind === 'keep_alive' && !a.admin) ownerKeepAlives.push({ at: t.clock.now(), minutes: a.minutes });
-              // An owner's request beyond a limit is never accepted (no silent clamp either).
-              if (!a.admin) {
-                if (a.kind === 'threshold') expect(a.minutes).toBeLessThanOrEqual(120);
-                if (a.kind === 'enabled') expect(a.value).toBe(true);
-                if (a.kind === 'dry_run') expect(a.value).toBe(false);
-                if (a.kind === 'keep_alive') expect(a.minutes).toBeLessThanOrEqual(60);
-              }
             }
             const now = t.clock.now();
-            const inWindow = ownerKeepAlives.filter((k) => k.at > now - 24 * HOUR).reduce((sum, k) => sum + k.minutes, 0);
-            expect(inWindow).toBeLessThanOrEqual(90);
-
             const stored = (await t.server.store.getInstance(id))!;
-            const policy = instancePolicyOf(effectivePolicyOf(stored, [], t.config, now), stored.settings);
-            const view = (await t.request('GET', base(id))).json.hibernation;
-            expect(view).toMatchObject({ threshold_minutes: policy.thresholdMinutes, enabled: policy.enabled, dry_run: policy.dryRun });
-            expect(view.limits.keep_alive_left_minutes).toBe(90 - inWindow);
-            if (!lastByAdmin.threshold) expect(policy.thresholdMinutes).toBeLessThanOrEqual(120);
-            if (!lastByAdmin.enabled) expect(policy.enabled).toBe(true);
-            if (!lastByAdmin.dryRun) expect(policy.dryRun).toBe(false);
+            const effective = effectivePolicyOf(stored, await t.server.store.listPolicies().then((ps) => ps.map((p) => compilePolicy(p.name, p.spec, p.updatedAt))), t.config, now);
+            const policy = instancePolicyOf(effective, stored.settings);
+            const detail = (await t.request('GET', base(id))).json;
+            expect(detail.hibernation).toMatchObject({ threshold_minutes: policy.thresholdMinutes, enabled: policy.enabled, dry_run: policy.dryRun });
+            expect(detail.hibernation.limits).toMatchObject({ max_threshold_minutes: limits.maxThreshold, max_keep_alive_minutes: limits.maxKeepAlive, keep_alive_budget_minutes: limits.budget, owner_may_disable: limits.ownerMayDisable });
+            expect(detail.hibernation.limits.keep_alive_left_minutes).toBe(limits.budget === null ? null : Math.max(0, limits.budget - used()));
+            if (!lastByAdmin.threshold && stored.settings.thresholdMinutes !== null) expect(policy.thresholdMinutes).toBeLessThanOrEqual(limits.maxThreshold);
+            if (!lastByAdmin.enabled && !limits.ownerMayDisable) expect(policy.enabled).toBe(true);
+            if (!lastByAdmin.dryRun && !limits.ownerMayDisable) expect(policy.dryRun).toBe(false);
           }
         }),
         { numRuns: backend.name === 'sqlite' ? 40 : 15 },
