@@ -272,7 +272,8 @@ export const MAX_THRESHOLD_MINUTES = 10_080;
 export const HibernationPolicyPatch = Type.Object(
   {
     enabled: Type.Optional(Type.Boolean()),
-    threshold_minutes: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: MAX_THRESHOLD_MINUTES })),
+    /** null: follow the instance's policy (or the server default) again. */
+    threshold_minutes: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0, maximum: MAX_THRESHOLD_MINUTES }))),
     ignore_gpu_processes: Type.Optional(Type.Boolean()),
     /** Record `would_hibernate` instead of hibernating this instance. */
     dry_run: Type.Optional(Type.Boolean()),

@@ -1,5 +1,5 @@
 import { DumontError, type HibernationPolicyPatch } from '@dumont/protocol';
-import type { BoundLimits } from '../policy/effective-policy.js';
+import type { BoundLimits, CompiledPolicy } from '../policy/effective-policy.js';
 import type { StoredEvent } from '../store/store.js';
 
 /**
@@ -16,7 +16,7 @@ const forbidden = (field: string, message: string) => new DumontError('forbidden
 /** Refuses an owner's hibernation patch that goes beyond a limit; an admin's passes. */
 export function checkHibernationPatch(limits: BoundLimits, patch: HibernationPolicyPatch, admin: boolean): void {
   if (admin) return;
-  if (patch.threshold_minutes !== undefined && patch.threshold_minutes > limits.maxThresholdMinutes) {
+  if (patch.threshold_minutes !== undefined && patch.threshold_minutes !== null && patch.threshold_minutes > limits.maxThresholdMinutes) {
     throw forbidden(
       'threshold_minutes',
       `${patch.threshold_minutes} is above the limit of ${limits.maxThresholdMinutes} minutes for owners (${limits.origin.maxThresholdMinutes}); an admin may set it`,
@@ -74,6 +74,16 @@ export function checkKeepAlive(limits: BoundLimits, minutes: number, used: numbe
       `${minutes} is more than the ${left} keep-alive minutes left of this instance's budget of ${limits.keepAliveBudgetMinutes} minutes per 24 h for owners (${limits.origin.keepAliveBudgetMinutes}); an admin may ask it`,
     );
   }
+}
+
+/**
+ * Labels choose an instance's policy: an owner who could relabel an instance into another policy could
+ * leave its limits and schedule behind. Only an admin may change which policy governs an instance.
+ */
+export function checkPolicyMove(before: CompiledPolicy | null, after: CompiledPolicy | null, admin: boolean): void {
+  if (admin || before?.name === after?.name) return;
+  const name = (p: CompiledPolicy | null) => (p === null ? 'the server defaults' : `policy "${p.name}"`);
+  throw forbidden('labels', `this change would move the instance from ${name(before)} to ${name(after)}; only an admin may change which policy governs an instance`);
 }
 
 /** Refuses an owner's provider when the instance's policy sets one: the policy's would hold anyway, and silently. */

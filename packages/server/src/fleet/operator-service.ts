@@ -40,11 +40,12 @@ import { decodeCursor, decodeInstanceCursor, encodeCursor, encodeInstanceCursor 
 import { Providers } from '../providers/registry.js';
 import { effectivePolicyOf, instanceEvents, InstanceWrite } from './instance-write.js';
 import type { PolicyBook } from './policy-book.js';
+import { matchingPolicy } from '../policy/effective-policy.js';
 import type { SignalBoard } from './signal-board.js';
 import { openIntervals, sumSavings, totalOf, noSavings } from './savings.js';
 import type { MassSilenceGuard } from './mass-silence.js';
 import { canSee, type Operator } from './principal.js';
-import { checkHibernationPatch, checkKeepAlive, checkProviderPatch, KEEP_ALIVE_BUDGET_WINDOW_MS, keepAliveLeft, ownerKeepAliveMinutes } from './admin-limits.js';
+import { checkHibernationPatch, checkKeepAlive, checkPolicyMove, checkProviderPatch, KEEP_ALIVE_BUDGET_WINDOW_MS, keepAliveLeft, ownerKeepAliveMinutes } from './admin-limits.js';
 import { massSilenceView, toCommandView, toDetail, toEventView, toSummary } from './views.js';
 
 /** Thrown out of a transition to roll it back when an `Idempotency-Key` was already used for this request. */
@@ -169,6 +170,8 @@ export class OperatorService {
         const fields: Record<string, unknown> = providerFieldsOf(request);
         // Left out, the stored labels stay (an agent's install script re-registers without them).
         if (labels !== undefined) {
+          const policies = await this.policies.load(repo);
+          checkPolicyMove(matchingPolicy(policies, existing.labels), matchingPolicy(policies, labels), operator.admin);
           await repo.setLabels(request.instance_id, labels);
           fields.labels = labels;
         } else if (clearLabels) {
@@ -332,7 +335,8 @@ export class OperatorService {
       }
       if (patch.threshold_minutes !== undefined) {
         settings.thresholdMinutes = patch.threshold_minutes;
-        settings.thresholdSetByAdmin = operator.admin;
+        // Back to the policy's value: nobody's own value is left to bound.
+        settings.thresholdSetByAdmin = patch.threshold_minutes !== null && operator.admin;
       }
       if (patch.ignore_gpu_processes !== undefined) settings.ignoreGpuProcesses = patch.ignore_gpu_processes;
       write.change.settings = settings;
@@ -353,7 +357,9 @@ export class OperatorService {
       if (labelPatch !== undefined) {
         // Read and replaced under the instance's row lock: two patches merge one after the other.
         const stored = (await repo.labelsOf([instanceId])).get(instanceId) ?? {};
+        const before = write.effective.policy;
         write.labels = mergeLabels(stored, labelPatch);
+        checkPolicyMove(before, write.effective.policy, operator.admin);
         await repo.setLabels(instanceId, write.labels);
       }
       // Checked with the labels as they will be: a patch cannot move itself out of its policy's provider.

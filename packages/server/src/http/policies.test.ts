@@ -140,18 +140,39 @@ for (const backend of await testBackends()) {
       const bounded = await detail(1);
       expect(bounded.effective_policy.threshold_minutes).toEqual({ value: 40, source: 'limit' });
       expect(bounded.hibernation.threshold_minutes_requested).toBe(45);
-      // A label change moves the instance to another policy at once.
-      await t.request('PATCH', `${LIST}/3`, { token: ownerKey, body: { labels: { kind: 'notebook' } } });
+      // An admin's label change moves the instance to another policy at once.
+      await t.request('PATCH', `${LIST}/3`, { body: { labels: { kind: 'notebook' } } });
       expect((await detail(3)).effective_policy.policy).toBe('notebooks');
     });
 
-    it("a policy's provider holds: an owner may not switch it away, an admin may", async () => {
-      await put('stopped', { selector: ['kind=notebook'], priority: 5, provider: 'none' });
-      await registerWith(4, { kind: 'notebook' });
-      const res = await t.request('PATCH', `${LIST}/4`, { token: ownerKey, body: { labels: { kind: 'batch' }, provider: 'none' } });
-      expect(res.status, res.text).toBe(200);
-      await t.request('PATCH', `${LIST}/4`, { token: ownerKey, body: { labels: { kind: 'notebook' } } });
+    it("owners may not relabel an instance into another policy nor switch away its provider; admins may", async () => {
+      await put('stopped', { selector: ['kind=notebook'], priority: 5, provider: 'none', limits: { max_threshold_minutes: 30 } });
+      await registerWith(4, { kind: 'notebook', team: 'a' });
+      const before = await detail(4);
+      const escape = await t.request('PATCH', `${LIST}/4`, { token: ownerKey, body: { labels: { kind: 'batch' } } });
+      expect(escape.status).toBe(403);
+      expect(escape.json).toMatchObject({ error: 'forbidden', field: 'labels' });
+      expect(escape.json.message).toContain('from policy "stopped" to the server defaults');
+      const viaRegister = await t.request('POST', LIST, { token: ownerKey, body: { instance_id: 4, labels: { kind: 'batch' } } });
+      expect(viaRegister.status).toBe(403);
+      expect(await detail(4)).toEqual(before);
+      // A label that does not change the policy is the owner's to set.
+      expect((await t.request('PATCH', `${LIST}/4`, { token: ownerKey, body: { labels: { team: 'b' } } })).status).toBe(200);
+      const provider = await t.request('PATCH', `${LIST}/4`, { token: ownerKey, body: { provider: 'none' } });
+      expect(provider.status, provider.text).toBe(200);
       expect((await detail(4)).effective_policy.provider).toEqual({ value: 'none', source: 'policy' });
+      const moved = await t.request('PATCH', `${LIST}/4`, { body: { labels: { kind: 'batch' } } });
+      expect(moved.status, moved.text).toBe(200);
+      expect(moved.json.effective_policy.policy).toBeNull();
+    });
+
+    it('an own threshold set to null follows the policy again', async () => {
+      await put('notebooks', notebooks);
+      await registerWith(5, { kind: 'notebook' });
+      expect((await t.request('PATCH', `${LIST}/5/hibernation`, { body: { threshold_minutes: 500 } })).json.effective_policy.threshold_minutes).toEqual({ value: 500, source: 'instance' });
+      const reset = await t.request('PATCH', `${LIST}/5/hibernation`, { token: ownerKey, body: { threshold_minutes: null } });
+      expect(reset.status, reset.text).toBe(200);
+      expect(reset.json.effective_policy.threshold_minutes).toEqual({ value: 20, source: 'policy' });
     });
 
     it('enforces each policy on the heartbeat path: notebooks hibernate after 20 min, training not before 120', async () => {
