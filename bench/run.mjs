@@ -33,11 +33,11 @@ import {
 import { ensureTools } from './lib/tools.mjs';
 import { runWrkSet } from './lib/wrk.mjs';
 
-const TARGETS = ['node-http', 'etcd', 'pushgateway', 'sqlite', 'sqlite-no-history', 'sqlite-fsync', 'pg-1', 'pg-3', 'provider', 'fleet', 'list', 'agent', 'value'];
+const TARGETS = ['node-http', 'etcd', 'pushgateway', 'sqlite', 'sqlite-no-history', 'sqlite-policies', 'sqlite-fsync', 'pg-1', 'pg-3', 'provider', 'fleet', 'list', 'agent', 'value'];
 const GROUPS = {
   node: ['node-http'],
   bare: ['node-http'],
-  sqlite: ['sqlite', 'sqlite-no-history', 'sqlite-fsync'],
+  sqlite: ['sqlite', 'sqlite-no-history', 'sqlite-policies', 'sqlite-fsync'],
   pg: ['pg-1', 'pg-3'],
   postgres: ['pg-1', 'pg-3'],
   '100k': ['fleet'],
@@ -270,6 +270,29 @@ async function registerAll(url) {
   }
 }
 
+/**
+ * Nineteen policies whose selectors no bench instance matches, so every beat tries them all, and a
+ * catch-all with a schedule (its wall clock is read on every beat), a threshold and limits.
+ */
+async function putPolicies(url) {
+  const put = async (name, body) => {
+    const res = await fetch(`${url}/api/v1/policies/${name}`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    if (res.status !== 201) throw new Error(`PUT policy ${name}: ${res.status} ${await res.text()}`);
+  };
+  for (let i = 1; i <= 19; i++) await put(`team-${i}`, { selector: [`team=t${i}`, 'kind!=batch'], priority: 100 + i, threshold_minutes: 10 + i });
+  await put('everyone', {
+    selector: [],
+    priority: 1,
+    threshold_minutes: 45,
+    schedule: { timezone: 'Europe/Berlin', active: ['Mon-Fri 08:00-20:00'], outside: 'idle_only', outside_threshold_minutes: 20 },
+    limits: { max_threshold_minutes: 120, keep_alive_budget_minutes: 240 },
+  });
+}
+
 function requestFile(name, requests) {
   const file = join(work.dir, `${name}.requests`);
   writeRequestFile(file, requests);
@@ -336,10 +359,12 @@ if (wrkTargets.length && tools.wrk.missing) {
         }
       });
   }
-  // `sqlite-no-history` is the same run without the metrics history: the cost of keeping it.
+  // `sqlite-no-history` is the same run without the metrics history: the cost of keeping it;
+  // `sqlite-policies` the same with named policies every beat must match (the worst case: see putPolicies).
   for (const [key, target, fsync, durability, history] of [
     ['sqlite', 'dumont sqlite', 'transitions', DURABILITY.sqlite, 'on'],
     ['sqlite-no-history', 'dumont sqlite, history off', 'transitions', DURABILITY.sqlite, 'off'],
+    ['sqlite-policies', 'dumont sqlite, 20 policies', 'transitions', DURABILITY.sqlite, 'on'],
     ['sqlite-fsync', 'dumont sqlite fsync=always', 'always', DURABILITY.sqliteFsync, 'on'],
   ]) {
     if (!wants(key)) continue;
@@ -349,6 +374,7 @@ if (wrkTargets.length && tools.wrk.missing) {
       try {
         say(`${target}: registering ${options.instances} instances…`);
         const tokens = await registerAll(server.url);
+        if (key === 'sqlite-policies') await putPolicies(server.url);
         const file = requestFile(key, heartbeatRequests(fleet, (h) => tokens.get(h.instanceId)));
         await measure(target, { durability, pids: () => [server.pid], runs: [{ url: server.url, requestFile: file, connections: options.connections }] });
         await fixedRate(target, { durability, url: server.url, requestFile: file, pids: [server.pid] });

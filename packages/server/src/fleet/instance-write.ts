@@ -15,8 +15,16 @@ export function providerInstanceIdOf(instanceId: number, settings: Pick<Instance
   return settings.providerInstanceId ?? String(instanceId);
 }
 
-/** The server's own values, as the effective policy falls back on them. */
+const defaultsCache = new WeakMap<ServerConfig, PolicyDefaults>();
+
+/** The server's own values, as the effective policy falls back on them (one object per configuration). */
 export function policyDefaultsOf(config: ServerConfig): PolicyDefaults {
+  let defaults = defaultsCache.get(config);
+  if (!defaults) defaultsCache.set(config, (defaults = newPolicyDefaults(config)));
+  return defaults;
+}
+
+function newPolicyDefaults(config: ServerConfig): PolicyDefaults {
   return {
     idleUtilizationPercent: config.idleUtilizationPercent,
     idleThresholdMinutes: config.idleThresholdMinutes,

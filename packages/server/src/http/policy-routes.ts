@@ -30,6 +30,8 @@ export function policyRoutes(app: FastifyInstance, policies: PolicyService, auth
     schema: { tags, params: PolicyNameParams, body: PolicySpec, response: { 200: PolicyView, 201: PolicyView } },
     handler: async (request, reply) => {
       const { policy, created } = await policies.put(request.operator!, request.params.name, request.body);
+      // The audit line: policies are few and change rarely, and who changed one matters.
+      request.log.info({ policy: policy.name, by: policy.updated_by, created }, created ? 'policy created' : 'policy replaced');
       return reply.code(created ? 201 : 200).send(policy);
     },
   });
@@ -39,6 +41,7 @@ export function policyRoutes(app: FastifyInstance, policies: PolicyService, auth
     schema: { tags, params: PolicyNameParams, response: { 200: Type.Object({ success: Type.Boolean(), name: Type.String() }) } },
     handler: async (request) => {
       await policies.delete(request.operator!, request.params.name);
+      request.log.info({ policy: request.params.name, by: request.operator!.owner }, 'policy deleted');
       return { success: true, name: request.params.name };
     },
   });

@@ -108,8 +108,23 @@ const POLICY_LIMIT_NAMES: Record<keyof AdminLimits, string> = {
   ownerMayDisable: 'owner_may_disable',
 };
 
+/** Every beat asks; the answer depends only on the (immutable) compiled policy and the defaults. */
+const boundLimitsCache = new WeakMap<AdminLimits, Map<CompiledPolicy | null, BoundLimits>>();
+
 /** A policy's own limits, else the server's. */
 export function limitsOf(policy: CompiledPolicy | null, defaults: AdminLimits): BoundLimits {
+  let perPolicy = boundLimitsCache.get(defaults);
+  if (!perPolicy) boundLimitsCache.set(defaults, (perPolicy = new Map()));
+  let bound = perPolicy.get(policy);
+  if (!bound) {
+    // Bounded: policies replaced over a long run would otherwise pile up here.
+    if (perPolicy.size > 1_000) perPolicy.clear();
+    perPolicy.set(policy, (bound = computeLimits(policy, defaults)));
+  }
+  return bound;
+}
+
+function computeLimits(policy: CompiledPolicy | null, defaults: AdminLimits): BoundLimits {
   const own = policy?.spec.limits ?? {};
   const limits: AdminLimits = {
     maxThresholdMinutes: own.max_threshold_minutes ?? defaults.maxThresholdMinutes,
