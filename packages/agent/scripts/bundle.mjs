@@ -19,8 +19,9 @@ export const BUNDLE = join(DIST, 'dumont-agent.mjs');
  * Two modules find files next to themselves, which a single file no longer has:
  * version.js reads ../package.json (inlined here instead), and install.js points the systemd unit
  * at ../cli.js (the bundle itself instead). A change to either must fail the build, not ship.
+ * Exported for scripts/build-binary.mjs, which bundles the same code as CommonJS.
  */
-const singleFile = {
+export const singleFile = {
   name: 'single-file',
   setup(b) {
     b.onLoad({ filter: /[\\/]dist[\\/]version\.js$/ }, () => {

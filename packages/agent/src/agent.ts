@@ -11,6 +11,7 @@ import { HeartbeatLoop, realClock, type Clock } from './heartbeat/loop.js';
 import { createHttpSender } from './heartbeat/sender.js';
 import type { Logger } from './log.js';
 import { AGENT_PACKAGE, AGENT_VERSION } from './version.js';
+import { isSingleExecutable, ownExecutable } from './runtime.js';
 
 export interface AgentDeps {
   log: Logger;
@@ -72,6 +73,7 @@ export async function runAgent(config: AgentConfig & { instanceId: number; apiUr
           npm: config.npm,
           packageName: AGENT_PACKAGE,
           currentVersion: AGENT_VERSION,
+          binary: isSingleExecutable() && config.apiUrl !== null ? { apiUrl: config.apiUrl, executable: ownExecutable(), arch: process.arch } : null,
           sample: collector.sample,
         },
         signal,

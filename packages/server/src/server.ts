@@ -44,6 +44,8 @@ export async function startServer(
     random?: () => number;
     /** The built dashboard's folder (default: @dumont/dashboard's dist). */
     dashboardDir?: string;
+    /** The agent's build outputs' folder (default: @dumont/agent's dist). */
+    agentDistDir?: string;
   } = {},
 ): Promise<RunningServer> {
   const clock = options.clock ?? systemClock;
@@ -73,7 +75,7 @@ export async function startServer(
   // Before the first beat: an instance must never be judged by the defaults while its policy is unread.
   await policies.load();
   const signals = new SignalBoard(clock);
-  const app = await buildApp({ store, clock, config, massSilence, providers, policies, signals, ...(config.historyEnabled ? { history } : {}), logger: options.logger ?? true, ...(options.dashboardDir ? { dashboardDir: options.dashboardDir } : {}) });
+  const app = await buildApp({ store, clock, config, massSilence, providers, policies, signals, ...(config.historyEnabled ? { history } : {}), logger: options.logger ?? true, ...(options.dashboardDir ? { dashboardDir: options.dashboardDir } : {}), ...(options.agentDistDir ? { agentDistDir: options.agentDistDir } : {}) });
   log = app.log;
   const sweeper = new Sweeper(store, clock, config, policies, (error) => app.log.error({ err: error }, 'sweep failed'), massSilence);
   const address = await app.listen({ host: config.host, port: config.port });

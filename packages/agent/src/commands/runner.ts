@@ -2,6 +2,7 @@ import { idleRuleOf, isForcedHibernate, type DeliveredCommand } from '@dumont/pr
 import type { Reading } from '../collect.js';
 import { describeOutcome, runBounded } from '../collectors/exec-bounded.js';
 import type { Delivery } from '../heartbeat/loop.js';
+import { updateBinary } from './binary-update.js';
 import { guardedHibernate } from './hibernate-guard.js';
 import { runHook } from './hooks.js';
 
@@ -27,6 +28,8 @@ export interface RunnerConfig {
   currentVersion: string;
   /** A fresh reading of the machine, for the checks around the hibernate hook (hibernate-guard.ts). */
   sample: () => Promise<Reading>;
+  /** Set when the agent is the single executable: `update` replaces that file from the server. */
+  binary?: { apiUrl: string; executable: string; arch: string } | null;
   /** `systemctl`, replaceable for tests. */
   systemctl?: string;
   killGraceMs?: number;
@@ -34,6 +37,35 @@ export interface RunnerConfig {
 
 /** Non-zero so that systemd's Restart=on-failure starts the agent again (EX_TEMPFAIL). */
 export const RESTART_EXIT_CODE = 75;
+
+/**
+ * `update` on the single executable: the server's current binary for this platform (args.version,
+ * when given, is what it must report), verified and swapped in whole; a failure keeps the old one.
+ */
+async function updateSingleExecutable(
+  cmd: DeliveredCommand,
+  config: RunnerConfig,
+  binary: NonNullable<RunnerConfig['binary']>,
+  signal: AbortSignal,
+): Promise<CommandOutcome> {
+  const version = cmd.args?.version;
+  if (version !== undefined && (typeof version !== 'string' || !VERSION.test(version))) {
+    return { status: 'failed', detail: `args.version, when given, must be an exact version such as "1.2.0"; got ${JSON.stringify(version)}` };
+  }
+  const outcome = await updateBinary({
+    apiUrl: binary.apiUrl,
+    executable: binary.executable,
+    arch: binary.arch,
+    timeoutMs: Math.max(config.hookTimeoutMs, 600_000),
+    expectedVersion: version ?? null,
+    signal,
+  });
+  if (outcome.kind === 'current') return { status: 'succeeded', detail: `already running the server's binary (sha256 ${outcome.sha256})` };
+  if (outcome.kind === 'installed') {
+    return { status: 'succeeded', detail: `installed the server's binary ${outcome.version} (sha256 ${outcome.sha256}); restarting on it`, exitCode: RESTART_EXIT_CODE };
+  }
+  return { status: 'failed', detail: `${outcome.reason}; still running ${config.currentVersion}` };
+}
 const VERSION = /^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$/;
 
 /** `delivery`: the beat whose answer carried the command (null when it came some other way). */
@@ -99,6 +131,7 @@ async function restartServices(config: RunnerConfig, signal: AbortSignal): Promi
 }
 
 async function update(cmd: DeliveredCommand, config: RunnerConfig, signal: AbortSignal): Promise<CommandOutcome> {
+  if (config.binary) return updateSingleExecutable(cmd, config, config.binary, signal);
   const version = cmd.args?.version;
   if (typeof version !== 'string' || !VERSION.test(version)) {
     return { status: 'failed', detail: `update needs args.version, an exact version such as "1.2.0"; got ${JSON.stringify(version ?? null)}` };

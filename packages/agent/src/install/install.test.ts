@@ -158,3 +158,30 @@ describe('failures', () => {
     expect(r.stderr).not.toContain(TOKEN);
   });
 });
+
+describe('unit file for the single executable', () => {
+  it('runs the binary itself: no node, no node flags', () => {
+    const unit = renderUnit({ nodePath: null, cliPath: '/usr/local/bin/dumont-agent' });
+    expect(unit).toMatch(/^ExecStart=\/usr\/local\/bin\/dumont-agent run --config \/etc\/dumont-agent\/config\.json$/m);
+    expect(unit).not.toContain('--lite-mode');
+  });
+
+  it('install with nodePath null writes that unit; under node it is never the default', () => {
+    const r = root();
+    const config = resolveConfig(parseCommandLine(['--instance-id', '7', '--api-url', 'http://h:1', '--token', TOKEN]).values, {});
+    const out: string[] = [];
+    install(config, { root: r, dryRun: true, print: (t) => out.push(t), nodePath: null, cliPath: '/opt/dumont agent' });
+    expect(out.join('')).toMatch(/^ExecStart="\/opt\/dumont agent" run --config \/etc\/dumont-agent\/config\.json$/m);
+    const underNode: string[] = [];
+    install(config, { root: r, dryRun: true, print: (t) => underNode.push(t) });
+    expect(underNode.join('')).toContain(`ExecStart=${process.execPath} --max-semi-space-size=1 --lite-mode `);
+  });
+
+  it.skipIf(!hasSystemd)('passes systemd-analyze verify', () => {
+    const path = join(root(), 'dumont-agent.service');
+    writeFileSync(path, renderUnit({ nodePath: null, cliPath: process.execPath }));
+    const r = spawnSync('systemd-analyze', ['verify', path], { encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+  });
+});

@@ -3,6 +3,7 @@ import { chmodSync, existsSync, mkdirSync, realpathSync, renameSync, rmSync, wri
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, DEFAULT_STATE_DIR, OPTIONS, type AgentConfig, type OptionName } from '../config.js';
+import { isSingleExecutable, ownExecutable } from '../runtime.js';
 import { CONFIG_DIR, CONFIG_PATH, SERVICE_NAME, TOKEN_PATH, UNIT_PATH, renderConfig, renderUnit } from './systemd.js';
 
 export interface InstallOptions {
@@ -11,7 +12,8 @@ export interface InstallOptions {
   dryRun: boolean;
   purge?: boolean;
   print: (text: string) => void;
-  nodePath?: string;
+  /** null: `cliPath` is a single executable, run without node. */
+  nodePath?: string | null;
   cliPath?: string;
   /** The systemctl program (tests pass a stand-in). */
   systemctl?: string;
@@ -42,6 +44,16 @@ function systemctl(program: string, args: string[]): void {
   const r = spawnSync(program, args, { encoding: 'utf8', timeout: 60_000 });
   if (r.error) throw new Error(`systemctl ${args.join(' ')}: ${r.error.message}`);
   if (r.status !== 0) throw new Error(`systemctl ${args.join(' ')} exited with ${r.status}: ${(r.stderr || r.stdout).trim()}`);
+}
+
+/**
+ * Where a file under `root` will be once the image boots: an executable the installer put at
+ * ROOT/usr/local/bin/dumont-agent runs from /usr/local/bin/dumont-agent there.
+ */
+function onInstalledSystem(path: string, root: string): string {
+  if (root === '/') return path;
+  const prefix = root.endsWith('/') ? root : `${root}/`;
+  return path.startsWith(prefix) ? `/${path.slice(prefix.length)}` : path;
 }
 
 function ownCliPath(): string {
@@ -90,7 +102,12 @@ function perform(steps: Step[], options: InstallOptions): void {
 export function install(config: AgentConfig, options: InstallOptions): void {
   const { root } = options;
   const { values, token } = configValues(config);
-  const unit = renderUnit({ nodePath: options.nodePath ?? process.execPath, cliPath: options.cliPath ?? ownCliPath() });
+  // A single executable has no node beside it and no cli.js inside a package: it runs itself.
+  const binary = isSingleExecutable();
+  const unit = renderUnit({
+    nodePath: options.nodePath !== undefined ? options.nodePath : binary ? null : process.execPath,
+    cliPath: options.cliPath ?? (binary ? onInstalledSystem(ownExecutable(), root) : ownCliPath()),
+  });
   const configText = renderConfig(values);
 
   if (options.dryRun) {

@@ -21,8 +21,10 @@ export function systemdQuote(word: string): string {
  */
 export const NODE_FLAGS = ['--max-semi-space-size=1', '--lite-mode'] as const;
 
-export function renderUnit(opts: { nodePath: string; cliPath: string; configPath?: string }): string {
-  const exec = [opts.nodePath, ...NODE_FLAGS, opts.cliPath, 'run', '--config', opts.configPath ?? CONFIG_PATH].map(systemdQuote).join(' ');
+/** `nodePath: null`: `cliPath` is the single executable, which takes no node and no node flags. */
+export function renderUnit(opts: { nodePath: string | null; cliPath: string; configPath?: string }): string {
+  const runner = opts.nodePath === null ? [] : [opts.nodePath, ...NODE_FLAGS];
+  const exec = [...runner, opts.cliPath, 'run', '--config', opts.configPath ?? CONFIG_PATH].map(systemdQuote).join(' ');
   return `# Written by \`dumont-agent install\`; \`dumont-agent uninstall\` removes it.
 [Unit]
 Description=Dumont agent: GPU metrics, activity and commands for the Dumont server

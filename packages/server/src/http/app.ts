@@ -47,6 +47,8 @@ export interface AppDependencies {
   history?: HistoryRecorder;
   /** Where the built dashboard is (tests point elsewhere); default: @dumont/dashboard's dist. */
   dashboardDir?: string;
+  /** Where the agent's build outputs are (tests point elsewhere); default: @dumont/agent's dist. */
+  agentDistDir?: string;
   /** The named policies, loaded (server.ts shares them with the sweeper and the outbox). */
   policies: PolicyBook;
   /** External activity signals' readings (server.ts polls them). */
@@ -171,7 +173,7 @@ export async function buildApp(deps: AppDependencies): Promise<FastifyInstance> 
   // Before the routes: its hooks time every request and count accepted heartbeats.
   await metricsRoutes(app, { store, clock, auth, metricsToken: config.metricsToken });
   agentRoutes(app, heartbeats);
-  agentDownloadRoutes(app, { publicUrl: config.publicUrl, publicUrlSet: config.publicUrlSet });
+  agentDownloadRoutes(app, { publicUrl: config.publicUrl, publicUrlSet: config.publicUrlSet, distDir: deps.agentDistDir });
   await sessionRoutes(app, auth, { publicUrl: config.publicUrl, ttlSeconds: config.sessionHours * 3600 });
   dashboardRoutes(app, { distDir: deps.dashboardDir });
   instanceRoutes(app, operators, auth, config);
