@@ -8,6 +8,8 @@ export const INSTALL_LIB_DIR = '/usr/local/lib/dumont';
 export const INSTALL_BUNDLE_PATH = `${INSTALL_LIB_DIR}/dumont-agent.mjs`;
 export const INSTALL_WRAPPER_PATH = '/usr/local/bin/dumont-agent';
 export const MIN_NODE_MAJOR = 20;
+/** The agent package's own floor (engines: >=20.19). */
+export const MIN_NODE_MINOR = 19;
 /** The oldest glibc the single executable runs on: that of the official Node.js 20 build it is made from. */
 export const MIN_GLIBC = '2.28';
 
@@ -39,6 +41,7 @@ export function renderInstallScript(serverUrl: string): string {
     .replaceAll('@@BUNDLE_PATH@@', INSTALL_BUNDLE_PATH)
     .replaceAll('@@WRAPPER_PATH@@', INSTALL_WRAPPER_PATH)
     .replaceAll('@@MIN_NODE_MAJOR@@', String(MIN_NODE_MAJOR))
+    .replaceAll('@@MIN_NODE_MINOR@@', String(MIN_NODE_MINOR))
     .replaceAll('@@MIN_GLIBC@@', MIN_GLIBC)
     .replaceAll('@@MIN_GLIBC_MINOR@@', MIN_GLIBC.split('.')[1]!);
 }
@@ -126,14 +129,16 @@ node_bin=
 if [ "$binary" = 0 ] && command -v node >/dev/null 2>&1; then
   node_version=$(node --version 2>/dev/null || true)
   node_major=\${node_version#v}
+  node_minor=\${node_major#*.}
   node_major=\${node_major%%.*}
-  case "$node_major" in
-    ''|*[!0-9]*) echo "dumont install: cannot read the Node.js version ('$node_version'): installing the single executable" >&2 ;;
+  node_minor=\${node_minor%%.*}
+  case "$node_major.$node_minor" in
+    *[!0-9.]*|.*|*.) echo "dumont install: cannot read the Node.js version ('$node_version'): installing the single executable" >&2 ;;
     *)
-      if [ "$node_major" -ge @@MIN_NODE_MAJOR@@ ]; then
+      if [ "$node_major" -gt @@MIN_NODE_MAJOR@@ ] || { [ "$node_major" -eq @@MIN_NODE_MAJOR@@ ] && [ "$node_minor" -ge @@MIN_NODE_MINOR@@ ]; }; then
         node_bin=$(command -v node)
       else
-        echo "dumont install: Node.js $node_version is older than @@MIN_NODE_MAJOR@@: installing the single executable" >&2
+        echo "dumont install: Node.js $node_version is older than @@MIN_NODE_MAJOR@@.@@MIN_NODE_MINOR@@: installing the single executable" >&2
       fi ;;
   esac
 fi

@@ -133,4 +133,15 @@ describe('the installer on a host without Node', () => {
     expect(statSync(join(root, 'etc/dumont-agent/token')).mode & 0o777).toBe(0o600);
     expect(existsSync(join(root, 'etc/systemd'))).toBe(false);
   }, 180_000);
+
+  it('takes the single executable over a Node older than the agent needs, and says so', async () => {
+    const oldNode = freshDir('old-node');
+    writeFileSync(join(oldNode, 'node'), '#!/bin/sh\necho v20.5.1\n');
+    chmodSync(join(oldNode, 'node'), 0o755);
+    const root = freshDir('root');
+    const r = await runOneLiner(`${oldNode}:${PATH}`, `${real.url}/agent/install.sh`, ['--server', real.url, '--instance-id', '80', '--token-file', tokenFile, '--root', root]);
+    expect(r.status, r.stderr + r.stdout).toBe(0);
+    expect(r.stderr).toContain('Node.js v20.5.1 is older than 20.19: installing the single executable');
+    expect(createHash('sha256').update(readFileSync(join(root, INSTALL_WRAPPER_PATH))).digest('hex')).toBe(binarySha);
+  }, 180_000);
 });
