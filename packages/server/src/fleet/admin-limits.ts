@@ -30,6 +30,7 @@ export function checkHibernationPatch(limits: BoundLimits, patch: HibernationPol
     if (patch.dry_run === true) {
       throw forbidden('dry_run', `owners may not put an instance in dry-run ${where}; an admin may`);
     }
+
   }
 }
 
@@ -84,6 +85,23 @@ export function checkPolicyMove(before: CompiledPolicy | null, after: CompiledPo
   if (admin || before?.name === after?.name) return;
   const name = (p: CompiledPolicy | null) => (p === null ? 'the server defaults' : `policy "${p.name}"`);
   throw forbidden('labels', `this change would move the instance from ${name(before)} to ${name(after)}; only an admin may change which policy governs an instance`);
+}
+
+/**
+ * Judged on the outcome, not the request: an owner's `enabled: true` that replaces an admin's value
+ * hands the decision back to the policy, whose own value may be off. Where owners may not disable,
+ * no owner's change may leave hibernation off, or dry-run on, that was not before.
+ */
+export function checkOwnerOutcome(
+  before: { enabled: boolean; dryRun: boolean },
+  after: { enabled: boolean; dryRun: boolean },
+  limits: BoundLimits,
+  admin: boolean,
+): void {
+  if (admin || limits.ownerMayDisable) return;
+  const where = limits.origin.ownerMayDisable.startsWith('DUMONT_') ? 'on this server (DUMONT_OWNER_MAY_DISABLE=off)' : `here (${limits.origin.ownerMayDisable}: false)`;
+  if (before.enabled && !after.enabled) throw forbidden('enabled', `this change would leave hibernation off (an admin's value on the instance gives way to the policy's), and owners may not turn it off ${where}; an admin may`);
+  if (!before.dryRun && after.dryRun) throw forbidden('dry_run', `this change would leave the instance in dry-run (an admin's value on the instance gives way to the policy's), and owners may not choose dry-run ${where}; an admin may`);
 }
 
 /** Refuses an owner's provider when the instance's policy sets one: the policy's would hold anyway, and silently. */

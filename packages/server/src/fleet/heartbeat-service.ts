@@ -2,6 +2,7 @@ import {
   aggregateGpuMetrics,
   DumontError,
   idleFactsOf,
+  isForcedHibernate,
   parseTimestamp,
   type CommandResult,
   type DeliveredCommand,
@@ -39,10 +40,17 @@ function observationOf(beat: HeartbeatRequest, beatAt: number, now: number, inst
 }
 
 /** The result this beat carries for the instance's hibernate command, first or re-sent. */
-function hibernateReportOf(beat: HeartbeatRequest, instance: InstanceLifecycle): HibernateReport | null {
+function hibernateReportOf(beat: HeartbeatRequest, instance: InstanceLifecycle, forced = false): HibernateReport | null {
   const commandId = instance.hibernateCommandId;
   const result = commandId === null ? undefined : beat.command_results?.find((r) => r.id === commandId);
-  return result ? { succeeded: result.status === 'succeeded', detail: result.detail ?? '' } : null;
+  return result ? { succeeded: result.status === 'succeeded', detail: result.detail ?? '', forced } : null;
+}
+
+/** Whether the beat reports on a forced hibernate command (read from the stored command: its args say). */
+async function reportsForcedHibernate(repo: FleetRepository, beat: HeartbeatRequest, instance: InstanceLifecycle): Promise<boolean> {
+  const commandId = instance.hibernateCommandId;
+  if (commandId === null || !beat.command_results?.some((r) => r.id === commandId)) return false;
+  return isForcedHibernate((await repo.getCommand(commandId))?.args) !== null;
 }
 
 /** What the beat reported, as kept for display. */
@@ -153,7 +161,7 @@ export class HeartbeatService {
     return { commands: [], hibernateIn: hibernateInSeconds(write.facts, now) };
   }
 
-  private decide(write: InstanceWrite, beat: HeartbeatRequest, beatAt: number, now: number): Decision {
+  private decide(write: InstanceWrite, beat: HeartbeatRequest, beatAt: number, now: number, forcedCommand = false): Decision {
     const { policy, settings, effective } = write.evaluation();
     const observation = observationOf(beat, beatAt, now, write.instance);
     if (effective.signals.length > 0) {
@@ -167,7 +175,7 @@ export class HeartbeatService {
     const input = {
       kind: 'heartbeat',
       observation,
-      hibernateReport: hibernateReportOf(beat, write.instance),
+      hibernateReport: hibernateReportOf(beat, write.instance, forcedCommand),
       hold: this.massSilence?.hold ?? null,
     } as const;
     return evaluate(write.facts, policy, input, settings, now);
@@ -184,21 +192,24 @@ export class HeartbeatService {
 
   private async applyBeat(repo: FleetRepository, instance: InstanceLifecycle, beat: HeartbeatRequest, beatAt: number, now: number) {
     const write = new InstanceWrite(instance, now, this.config, this.policies.current());
+    const forcedCommand = await reportsForcedHibernate(repo, beat, instance);
     // Command rows first; what a result means for the lifecycle is decided with the beat that carries it.
     for (const result of beat.command_results ?? []) await this.settle(repo, write, result, now);
+    // A result can stop the machine: judged by the policies as this transaction sees them.
+    if (hibernateReportOf(beat, instance) !== null) write.usePolicies(await this.policies.load(repo));
     let withhold = false;
     if (!this.isStale(instance, beatAt, now)) {
-      let decision = this.decide(write, beat, beatAt, now);
+      let decision = this.decide(write, beat, beatAt, now, forcedCommand);
       if (decision.issueHibernate) {
         // No hibernation on a policy another replica changed a moment ago: read them as this transaction sees them.
         write.usePolicies(await this.policies.load(repo));
-        decision = this.decide(write, beat, beatAt, now);
+        decision = this.decide(write, beat, beatAt, now, forcedCommand);
       }
       withhold = decision.withholdHibernate;
       await this.absorbBeat(repo, write, decision, beat, beatAt);
     } else {
       // A delayed copy of an older beat: its facts are not applied, but a result it carries still counts.
-      const report = hibernateReportOf(beat, instance);
+      const report = hibernateReportOf(beat, instance, forcedCommand);
       if (report) {
         const { policy, settings } = write.evaluation();
         await write.absorb(evaluate(write.facts, policy, { kind: 'hibernate_result', ...report }, settings, now), repo, 'policy');

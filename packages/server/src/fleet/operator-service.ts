@@ -45,7 +45,7 @@ import type { SignalBoard } from './signal-board.js';
 import { openIntervals, sumSavings, totalOf, noSavings } from './savings.js';
 import type { MassSilenceGuard } from './mass-silence.js';
 import { canSee, type Operator } from './principal.js';
-import { checkHibernationPatch, checkKeepAlive, checkPolicyMove, checkProviderPatch, KEEP_ALIVE_BUDGET_WINDOW_MS, keepAliveLeft, ownerKeepAliveMinutes } from './admin-limits.js';
+import { checkHibernationPatch, checkKeepAlive, checkOwnerOutcome, checkPolicyMove, checkProviderPatch, KEEP_ALIVE_BUDGET_WINDOW_MS, keepAliveLeft, ownerKeepAliveMinutes } from './admin-limits.js';
 import { massSilenceView, toCommandView, toDetail, toEventView, toSummary } from './views.js';
 
 /** Thrown out of a transition to roll it back when an `Idempotency-Key` was already used for this request. */
@@ -182,6 +182,11 @@ export class OperatorService {
         return true;
       }
       const owner = request.owner ?? operator.owner;
+      if (labels !== undefined && !operator.admin) {
+        // A new instance starts where an unlabelled one would: an owner's labels may not choose its policy.
+        const policies = await this.policies.load(repo);
+        checkPolicyMove(matchingPolicy(policies, {}), matchingPolicy(policies, labels), false);
+      }
       const inserted = await repo.insertInstanceIfAbsent({
         instanceId: request.instance_id,
         owner,
@@ -321,7 +326,8 @@ export class OperatorService {
 
   async patchHibernation(operator: Operator, instanceId: number, patch: HibernationPolicyPatch): Promise<InstanceDetail> {
     await this.transition(operator, instanceId, (_instance, write) => {
-      checkHibernationPatch(write.effective.limits, patch, operator.admin);
+      const before = write.effective;
+      checkHibernationPatch(before.limits, patch, operator.admin);
       const settings: Partial<InstanceSettings> = {};
       // Each bounded setting remembers whether an admin set it: an admin's value stands, an owner's is
       // bounded by the limits when evaluated (effective-policy.ts), even after a limit is lowered.
@@ -340,6 +346,8 @@ export class OperatorService {
       }
       if (patch.ignore_gpu_processes !== undefined) settings.ignoreGpuProcesses = patch.ignore_gpu_processes;
       write.change.settings = settings;
+      const after = write.effective;
+      checkOwnerOutcome({ enabled: before.enabled.value, dryRun: before.dryRun.value }, { enabled: after.enabled.value, dryRun: after.dryRun.value }, before.limits, operator.admin);
       write.events.push({ type: 'policy_changed', reason: `hibernation policy changed by ${operator.owner}`, data: { ...patch, by: operator.owner, by_admin: operator.admin } });
       return { kind: 'policy_changed' };
     });

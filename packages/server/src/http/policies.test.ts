@@ -37,8 +37,9 @@ for (const backend of await testBackends()) {
 
     const put = (name: string, body: unknown, token?: string) => t.request('PUT', `${POLICIES}/${name}`, { body, token });
     const detail = async (id: number) => (await t.request('GET', `${LIST}/${id}`)).json;
-    const registerWith = async (id: number, labels: Record<string, string>, key = ownerKey) => {
-      const res = await t.request('POST', LIST, { token: key, body: { instance_id: id, hostname: `gpu-${id}`, labels } });
+    /** Alice's instance, labelled by an admin (an owner's labels may not choose a policy). */
+    const registerWith = async (id: number, labels: Record<string, string>) => {
+      const res = await t.request('POST', LIST, { body: { instance_id: id, hostname: `gpu-${id}`, labels, owner: 'alice' } });
       expect(res.status, res.text).toBe(201);
       return res.json.agent_token as string;
     };
@@ -155,6 +156,12 @@ for (const backend of await testBackends()) {
       expect(escape.json.message).toContain('from policy "stopped" to the server defaults');
       const viaRegister = await t.request('POST', LIST, { token: ownerKey, body: { instance_id: 4, labels: { kind: 'batch' } } });
       expect(viaRegister.status).toBe(403);
+      // Nor can a new instance be labelled into a policy by its owner: it starts where an unlabelled one would.
+      const fresh = await t.request('POST', LIST, { token: ownerKey, body: { instance_id: 40, labels: { kind: 'notebook' } } });
+      expect(fresh.status).toBe(403);
+      expect(fresh.json).toMatchObject({ field: 'labels' });
+      expect((await t.request('GET', `${LIST}/40`)).status).toBe(404);
+      expect((await t.request('POST', LIST, { token: ownerKey, body: { instance_id: 41, labels: { team: 'a' } } })).status).toBe(201);
       expect(await detail(4)).toEqual(before);
       // A label that does not change the policy is the owner's to set.
       expect((await t.request('PATCH', `${LIST}/4`, { token: ownerKey, body: { labels: { team: 'b' } } })).status).toBe(200);
@@ -164,6 +171,24 @@ for (const backend of await testBackends()) {
       const moved = await t.request('PATCH', `${LIST}/4`, { body: { labels: { kind: 'batch' } } });
       expect(moved.status, moved.text).toBe(200);
       expect(moved.json.effective_policy.policy).toBeNull();
+    });
+
+    it("an owner cannot hand an admin's value back to a policy that turns hibernation off or dry-run on", async () => {
+      await put('off', { selector: ['kind=y'], priority: 11, enabled: false, dry_run: true, limits: { owner_may_disable: false } });
+      await registerWith(6, { kind: 'y' });
+      const byAdmin = await t.request('PATCH', `${LIST}/6/hibernation`, { body: { enabled: true, dry_run: false } });
+      expect(byAdmin.json.effective_policy).toMatchObject({ enabled: { value: true, source: 'instance' }, dry_run: { value: false, source: 'instance' } });
+      const before = (await t.request('GET', `${LIST}/6/events?limit=100`)).text;
+      for (const [body, field] of [[{ enabled: true }, 'enabled'], [{ dry_run: false }, 'dry_run']] as const) {
+        const res = await t.request('PATCH', `${LIST}/6/hibernation`, { token: ownerKey, body });
+        expect(res.status, res.text).toBe(403);
+        expect(res.json.field).toBe(field);
+        expect(res.json.message).toContain('policy "off" limits.owner_may_disable');
+      }
+      expect((await detail(6)).effective_policy).toMatchObject({ enabled: { value: true }, dry_run: { value: false } });
+      expect((await t.request('GET', `${LIST}/6/events?limit=100`)).text).toBe(before);
+      // A threshold the owner may set still passes.
+      expect((await t.request('PATCH', `${LIST}/6/hibernation`, { token: ownerKey, body: { threshold_minutes: 15 } })).status).toBe(200);
     });
 
     it('an own threshold set to null follows the policy again', async () => {
@@ -256,6 +281,43 @@ for (const backend of await testBackends()) {
       // A busy beat does not withdraw it while the reason holds.
       await beatFor(token, 30, 1, 97);
       expect((await detail(30)).status).toBe('hibernating');
+    });
+
+    it('a forced hibernation whose reason ended while its hook ran, or one under a policy turned off meanwhile, stops nothing', async () => {
+      await put('office', { selector: [], priority: 1, warning_seconds: 60, schedule: { timezone: 'UTC', active: ['Mon-Sun 08:00-20:00'], outside: 'hibernate' } });
+      const token = await registerWith(45, {});
+      t.clock.set(Date.parse('2026-03-02T07:56:00Z'));
+      const busy = { instance_id: 45, gpus: [{ index: 0, utilization_percent: 95 }], process_count: 3 };
+      let cmdId: string | null = null;
+      while (cmdId === null) {
+        t.clock.advance(30_000);
+        const res = await t.beat(token, busy);
+        cmdId = res.json.commands.find((c: { type: string }) => c.type === 'hibernate')?.id ?? null;
+      }
+      // The hook runs past 08:00: the active hours begin while it saves a busy machine.
+      while (t.clock.now() < Date.parse('2026-03-02T08:03:00Z')) {
+        t.clock.advance(30_000);
+        expect((await t.beat(token, { ...busy, running_commands: [cmdId] })).status).toBe(200);
+      }
+      expect((await detail(45)).effective_policy.forced).toBeNull();
+      t.clock.advance(30_000);
+      const done = await t.beat(token, { ...busy, command_results: [{ id: cmdId, status: 'succeeded', detail: 'forced: saved' }] });
+      expect(done.status).toBe(200);
+      expect((await detail(45)).status).toBe('active');
+      const types = await t.eventTypes(45);
+      expect(types).not.toContain('hibernated');
+      expect(types.at(-1)).toBe('hibernation_cancelled');
+
+      // An ordinary hibernation out when an admin turns hibernation off: the result stops nothing either.
+      await put('quiet', { selector: ['kind=quiet'], priority: 5, threshold_minutes: 5, warning_seconds: 0 });
+      const quiet = await registerWith(46, { kind: 'quiet' });
+      const issued = (await beatFor(quiet, 46, 8, 0)).find((c) => c.type === 'hibernate')!;
+      expect(issued).toBeDefined();
+      await put('quiet', { selector: ['kind=quiet'], priority: 5, threshold_minutes: 5, warning_seconds: 0, enabled: false });
+      t.clock.advance(30_000);
+      await t.beat(quiet, { instance_id: 46, gpus: [{ index: 0, utilization_percent: 0 }], process_count: 0, command_results: [{ id: issued.id, status: 'succeeded' }] });
+      expect((await detail(46)).status).toBe('active');
+      expect(await t.eventTypes(46)).not.toContain('hibernated');
     });
 
     it('max_uptime_hours hibernates a busy machine once it has run that long, with the warning', async () => {

@@ -83,6 +83,8 @@ export const NEVER_SEEN: LifecycleFacts = {
 export interface HibernateReport {
   succeeded: boolean;
   detail: string;
+  /** The command was forced: the agent ran its hook without checking the machine was idle. */
+  forced?: boolean;
 }
 
 export type PolicyInput =
@@ -407,6 +409,8 @@ class Step {
    */
   private whileStopping(busyReason: string | null): void {
     if (busyReason === null) return;
+    // The agent saved its state for a forced hibernation; busy is what was forced, while the reason holds.
+    if (this.forcedReason !== null) return;
     const { f } = this;
     this.cancelProviderStop = true;
     this.emit('hibernation_cancelled', `activity: ${busyReason}; the provider stop was withdrawn`);
@@ -549,6 +553,21 @@ class Step {
   hibernateResult(report: HibernateReport): void {
     const { f } = this;
     if (f.status !== 'hibernating' || f.providerState === 'stopping') return;
+    // Nothing vouches for this machine being idle but the reason to force it, or hibernation is off
+    // now: the agent saved its state, and the machine is left running.
+    const lapsed = !this.policy.enabled
+      ? 'hibernation was turned off'
+      : report.forced && this.forcedReason === null
+        ? 'the reason to force it ended (the active hours began, or the policy changed)'
+        : null;
+    if (report.succeeded && lapsed !== null) {
+      this.emit('hibernation_cancelled', `${lapsed} while the hibernate command was out; the agent saved its state and nothing was stopped`);
+      f.status = this.watchedStatus();
+      f.idleSince = null;
+      f.scheduledAt = null;
+      f.hibernateIssuedAt = null;
+      return;
+    }
     if (report.succeeded && this.policy.dryRun) {
       // Dry-run was turned on while the command was out: the agent saved its state, nothing is stopped.
       this.emit('hibernation_cancelled', 'dry-run was turned on while the hibernate command was out; the agent saved its state and nothing was stopped');
