@@ -38,7 +38,7 @@ import { hashSecret, newSecret } from '../secrets.js';
 import type { AgentCommand, FleetRepository, FleetStore, InstanceRecord, InstanceSettings } from '../store/store.js';
 import { decodeCursor, decodeInstanceCursor, encodeCursor, encodeInstanceCursor } from './cursor.js';
 import { Providers } from '../providers/registry.js';
-import { effectivePolicyOf, instanceEvents, InstanceWrite } from './instance-write.js';
+import { effectivePolicyOf, instanceEvents, InstanceWrite, providerInstanceIdOf } from './instance-write.js';
 import type { PolicyBook } from './policy-book.js';
 import { matchingPolicy } from '../policy/effective-policy.js';
 import type { SignalBoard } from './signal-board.js';
@@ -118,6 +118,18 @@ export class OperatorService {
     private readonly massSilence: MassSilenceGuard | null = null,
   ) {}
 
+  /**
+   * One machine, one instance: an id the provider already knows another instance by would let this
+   * instance's hibernation stop (and its wake start) someone else's machine.
+   */
+  private async checkProviderIdFree(repo: FleetRepository, instanceId: number, settings: Pick<InstanceSettings, 'providerInstanceId'>): Promise<void> {
+    const id = providerInstanceIdOf(instanceId, settings);
+    const others = (await repo.instancesKnownToProviderAs(id)).filter((other) => other !== instanceId);
+    if (others.length > 0) {
+      throw new DumontError('invalid_request', `provider_instance_id: ${id} is already how the provider knows another instance; each machine belongs to one instance`, 'provider_instance_id');
+    }
+  }
+
   /** An instance may name only a provider this server is configured for. */
   private checkProvider(fields: ProviderFields): void {
     if (fields.provider !== undefined && !this.providers.has(fields.provider)) {
@@ -155,6 +167,7 @@ export class OperatorService {
         const moved = owner !== existing.owner;
         const write = new InstanceWrite(existing, now, this.config, this.policies.current());
         write.change = { settings: providerSettings(request), agentTokenHash: tokenHash };
+        if (request.provider_instance_id !== undefined) await this.checkProviderIdFree(repo, request.instance_id, write.settings);
         if (moved) write.change.owner = owner;
         if (request.hostname !== undefined) write.change.hostname = request.hostname;
         const repriced = request.price_per_hour !== undefined && request.price_per_hour !== existing.settings.pricePerHour;
@@ -187,6 +200,7 @@ export class OperatorService {
         const policies = await this.policies.load(repo);
         checkPolicyMove(matchingPolicy(policies, {}), matchingPolicy(policies, labels), false);
       }
+      await this.checkProviderIdFree(repo, request.instance_id, { providerInstanceId: request.provider_instance_id ?? null });
       const inserted = await repo.insertInstanceIfAbsent({
         instanceId: request.instance_id,
         owner,
@@ -374,6 +388,7 @@ export class OperatorService {
       const policy = write.effective.policy;
       checkProviderPatch(policy?.spec.provider, policy?.name, patch.provider, operator.admin);
       write.change.settings = providerSettings(patch);
+      if (patch.provider_instance_id !== undefined) await this.checkProviderIdFree(repo, instanceId, write.settings);
       if (patch.price_per_hour !== undefined && patch.price_per_hour !== current.settings.pricePerHour && current.facts.savingSince !== null) {
         write.facts = { ...write.facts, savingSince: this.clock.now() };
       }

@@ -289,6 +289,32 @@ for (const backend of backends) {
       expect(anonymous.text).not.toContain('hibernated_hours');
     });
 
+    it("another instance's provider id, set or implied, is refused at register and PATCH: one machine, one instance", async () => {
+      const before = await snapshot(t, [ID, B_ID]);
+      const cases: [string, string, Body][] = [
+        ['PATCH', `/api/v1/agent/instances/${B_ID}`, { provider_instance_id: 'orig-42' }],
+        ['PATCH', `/api/v1/agent/instances/${B_ID}`, { provider_instance_id: String(ID) === 'orig-42' ? 'x' : 'orig-42' }],
+        ['POST', '/api/v1/agent/instances', { instance_id: B_ID, provider_instance_id: 'orig-42' }],
+        ['POST', '/api/v1/agent/instances', { instance_id: 9_999_001, provider_instance_id: 'orig-42' }],
+        // Instance B is known to the provider by its own id (none set): nobody else may take it.
+        ['POST', '/api/v1/agent/instances', { instance_id: 9_999_002, provider_instance_id: String(B_ID) }],
+      ];
+      for (const [method, path, body] of cases) {
+        const res = await t.request(method, path, { token: teamB, body });
+        expect(res.status, `${method} ${path} ${res.text}`).toBe(400);
+        expect(res.json.field).toBe('provider_instance_id');
+        expect(res.json.message).toMatch(/already how the provider knows another instance/);
+      }
+      expect(await snapshot(t, [ID, B_ID])).toBe(before);
+      expect((await t.request('GET', '/api/v1/agent/instances/9999001')).status).toBe(404);
+      // A new instance whose own id is already another's explicit provider id is refused the same way.
+      expect((await t.request('PATCH', `/api/v1/agent/instances/${B_ID}`, { token: teamB, body: { provider_instance_id: '9999003' } })).status).toBe(200);
+      const implied = await t.request('POST', '/api/v1/agent/instances', { body: { instance_id: 9_999_003 } });
+      expect(implied.status).toBe(400);
+      expect(implied.json.field).toBe('provider_instance_id');
+      expect((await t.request('PATCH', `/api/v1/agent/instances/${B_ID}`, { token: teamB, body: { provider_instance_id: String(B_ID) } })).status).toBe(200);
+    });
+
     it('a good PATCH after all that does change the instance (the snapshots above can see a change)', async () => {
       const before = await snapshot(t, [ID]);
       const res = await t.request('PATCH', `/api/v1/agent/instances/${ID}`, { body: { provider: 'none', provider_instance_id: 'gpu-42.b', price_per_hour: 2.5 } });
@@ -386,12 +412,12 @@ describe('vast provider: ids that could change its URL path never reach it; secr
   });
 
   it('"." and ".." are refused at the API like "../x" (they pass the character pattern, but are a path segment)', async () => {
-    await register(603, { provider_instance_id: '12345' });
+    await register(603, { provider_instance_id: '12346' });
     for (const id of ['.', '..']) {
       expectRefused(await t.request('PATCH', '/api/v1/agent/instances/603', { body: { provider_instance_id: id } }), 'provider_instance_id');
       expectRefused(await t.request('POST', '/api/v1/agent/instances', { body: { instance_id: 604, provider_instance_id: id } }), 'provider_instance_id');
     }
-    expect((await detail(603)).provider.instance_id).toBe('12345');
+    expect((await detail(603)).provider.instance_id).toBe('12346');
   });
 
   it('a ".." already in the database never reaches the Vast API: the stop fails at once, without a request', async () => {
@@ -434,8 +460,10 @@ describe('vast provider: ids that could change its URL path never reach it; secr
           seen.accepted++;
         } else {
           expectRefused(res, 'provider_instance_id');
-          // An id the pattern allows is never refused.
-          expect(SAFE_ID.test(id) && id !== '.' && id !== '..', JSON.stringify(id)).toBe(false);
+          // An id the pattern allows is refused only when the provider knows another instance by it.
+          if (!/already how the provider knows another instance/.test(res.json.message)) {
+            expect(SAFE_ID.test(id) && id !== '.' && id !== '..', JSON.stringify(id)).toBe(false);
+          }
           seen.refused++;
         }
         expect((await detail(610)).provider.instance_id).toBe(current);

@@ -514,6 +514,22 @@ export class KyselyRepository implements FleetRepository {
     return (await q.orderBy('instance_id').limit(limit).execute()).map(gpuReadingsOf);
   }
 
+  async instancesKnownToProviderAs(providerInstanceId: string) {
+    const asInstanceId = /^[1-9][0-9]{0,15}$/.test(providerInstanceId) ? Number(providerInstanceId) : null;
+    const rows = await this.db
+      .selectFrom('instances')
+      .select('instance_id')
+      .where((eb) =>
+        eb.or([
+          eb('provider_instance_id', '=', providerInstanceId),
+          ...(asInstanceId !== null && Number.isSafeInteger(asInstanceId) ? [eb.and([eb('provider_instance_id', 'is', null), eb('instance_id', '=', asInstanceId)])] : []),
+        ]),
+      )
+      .limit(10)
+      .execute();
+    return rows.map((r) => Number(r.instance_id));
+  }
+
   async hostnamesOf(instanceIds: readonly number[]) {
     const names = new Map<number, string | null>();
     for (let i = 0; i < instanceIds.length; i += 500) {

@@ -91,6 +91,8 @@ export interface FleetRepository {
   /** Instances with an open interval (hibernated now, or dry-run would-hibernate). */
   listOpenSavings(query: Omit<SavingsQuery, 'from' | 'to'>): Promise<OpenSavingsRow[]>;
   hostnamesOf(instanceIds: readonly number[]): Promise<Map<number, string | null>>;
+  /** Instances a provider knows by this id: set as theirs, or (none set) their own instance id. */
+  instancesKnownToProviderAs(providerInstanceId: string): Promise<number[]>;
 
   findApiKey(keyHash: string): Promise<ApiKeyRow | undefined>;
   insertApiKey(row: ApiKeyRow): Promise<void>;
