@@ -29,24 +29,23 @@ export const ScheduleSchema = Type.Object(
 );
 export type ScheduleSchema = Static<typeof ScheduleSchema>;
 
-/** Something that counts as activity: a key an agent's signal hook reports, or a URL the server polls. */
-export const SignalSchema = Type.Union([
-  Type.Object(
-    { name: Type.String({ maxLength: 64 }), type: Type.Literal('agent'), key: Type.String({ maxLength: 64 }) },
-    { additionalProperties: false },
-  ),
-  Type.Object(
-    {
-      name: Type.String({ maxLength: 64 }),
-      type: Type.Literal('http'),
-      /** May hold `{instance_id}`, `{hostname}`, `{provider_instance_id}`; without them it is polled once for all. */
-      url: Type.String({ maxLength: 2048 }),
-      timeout_seconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 30 })),
-      interval_seconds: Type.Optional(Type.Integer({ minimum: 10, maximum: 3600 })),
-    },
-    { additionalProperties: false },
-  ),
-]);
+/**
+ * Something that counts as activity: a key an agent's signal hook reports (`type: "agent"`, `key`), or
+ * a URL the server polls (`type: "http"`, `url`, optional timeout and interval). One object shape, so
+ * that a wrong field is named as such; what each type needs is checked by the server.
+ */
+export const SignalSchema = Type.Object(
+  {
+    name: Type.String({ maxLength: 64 }),
+    type: Type.Union([Type.Literal('agent'), Type.Literal('http')]),
+    key: Type.Optional(Type.String({ maxLength: 64 })),
+    /** May hold `{instance_id}`, `{hostname}`, `{provider_instance_id}` in its path or query; without them it is polled once for all. */
+    url: Type.Optional(Type.String({ maxLength: 2048 })),
+    timeout_seconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 30 })),
+    interval_seconds: Type.Optional(Type.Integer({ minimum: 10, maximum: 3600 })),
+  },
+  { additionalProperties: false },
+);
 export type SignalSchema = Static<typeof SignalSchema>;
 
 export const PolicyLimitsSchema = Type.Object(

@@ -17,6 +17,8 @@ export class PolicyBook {
   private policies: readonly CompiledPolicy[] = [];
   private loadedAt = -Infinity;
   private reloading: Promise<unknown> | null = null;
+  private loadsStarted = 0;
+  private loadsApplied = 0;
 
   constructor(
     private readonly store: Pick<FleetRepository, 'listPolicies'>,
@@ -35,14 +37,23 @@ export class PolicyBook {
   /** Reads the policies now (through `reader`: a transaction, to see them as it does). */
   async load(reader: Pick<FleetRepository, 'listPolicies'> = this.store): Promise<readonly CompiledPolicy[]> {
     const at = this.clock.now();
+    const started = ++this.loadsStarted;
     const stored = await reader.listPolicies();
     const known = new Map(this.policies.map((p) => [p.name, p]));
-    this.policies = stored.map((p) => {
+    const policies = stored.flatMap((p) => {
       const same = known.get(p.name);
-      return same && same.updatedAt === p.updatedAt && JSON.stringify(same.spec) === JSON.stringify(p.spec) ? same : compileStored(p);
+      if (same && same.updatedAt === p.updatedAt && JSON.stringify(same.spec) === JSON.stringify(p.spec)) return [same];
+      const compiled = compileStored(p);
+      if (compiled === null) this.onError(new Error(`policy "${p.name}" cannot be read on this server (its selector); it is left out`));
+      return compiled === null ? [] : [compiled];
     });
-    this.loadedAt = at;
-    return this.policies;
+    // A read that started before a newer one finished must not put older policies back.
+    if (started > this.loadsApplied) {
+      this.loadsApplied = started;
+      this.policies = policies;
+      this.loadedAt = at;
+    }
+    return policies;
   }
 
   /** The policy an instance with these labels follows now, or null (the server's defaults). */
@@ -55,11 +66,16 @@ export class PolicyBook {
  * A stored policy that no longer compiles (say, a time zone this Node's ICU dropped) must not fall
  * back to a lower policy with a shorter threshold: it matches as before, with hibernation off.
  */
-function compileStored(p: StoredPolicy): CompiledPolicy {
+function compileStored(p: StoredPolicy): CompiledPolicy | null {
   try {
     return compilePolicy(p.name, p.spec, p.updatedAt);
   } catch {
-    const { schedule: _schedule, ...rest } = p.spec;
-    return compilePolicy(p.name, { ...rest, enabled: false, description: `${p.spec.description ?? ''} (invalid on this server: hibernation off)`.trim() }, p.updatedAt);
+    try {
+      const { schedule: _schedule, ...rest } = p.spec;
+      return compilePolicy(p.name, { ...rest, enabled: false, description: `${p.spec.description ?? ''} (invalid on this server: hibernation off)`.trim() }, p.updatedAt);
+    } catch {
+      // Not even its selector reads: it can match nothing, and must not stop the server from starting.
+      return null;
+    }
   }
 }

@@ -75,6 +75,7 @@ export class SignalBoard {
       hostname: subject.hostname,
       provider_instance_id: subject.providerInstanceId,
     });
+    if (url === null) return undefined;
     let polled = this.urls.get(url);
     if (!polled) {
       polled = { timeoutMs: 0, intervalMs: 0, wantedAt: now, reading: undefined, polling: false };

@@ -91,6 +91,10 @@ for (const backend of await testBackends()) {
         ['x', { ...notebooks, priority: 11, signals: [{ name: 'hub', type: 'http', url: 'ftp://example.test/' }] }, 'signals[0].url'],
         ['x', { ...notebooks, priority: 11, signals: [{ name: 'a', type: 'agent', key: 'k' }, { name: 'a', type: 'agent', key: 'j' }] }, 'signals[1].name'],
         ['x', { ...notebooks, priority: 11, limits: { max_threshold_minutes: 60, owner_may: true } }, 'limits.owner_may'],
+        ['x', { ...notebooks, priority: 11, signals: [{ name: 'hub', type: 'http', url: 'http://hub.example/x', extra: 1 }] }, 'signals.0.extra'],
+        ['x', { ...notebooks, priority: 11, signals: [{ name: 'hub', type: 'http', url: 'http://hub.example/x', interval_seconds: 9 }] }, 'signals.0.interval_seconds'],
+        ['x', { ...notebooks, priority: 11, signals: [{ name: 'hub', type: 'http' }] }, 'signals[0].url'],
+        ['x', { ...notebooks, priority: 11, signals: [{ name: 'hub', type: 'http', url: 'http://{hostname}:8888/busy' }] }, 'signals[0].url'],
         ['Bad_Name', { ...notebooks, priority: 11 }, 'name'],
       ];
       for (const [name, body, field] of cases) {

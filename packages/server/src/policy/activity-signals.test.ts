@@ -104,7 +104,7 @@ describe('signalSpecProblem', () => {
   const ok: unknown[] = [
     { name: 'slurm', type: 'agent', key: 'slurm' },
     { name: 'hub.v2', type: 'http', url: 'https://hub.test/api/{instance_id}/busy?h={hostname}&p={provider_instance_id}', timeout_seconds: 30, interval_seconds: 10 },
-    { name: 'plain_1', type: 'http', url: 'http://{hostname}:8000/busy', timeout_seconds: 1, interval_seconds: 3600 },
+    { name: 'plain_1', type: 'http', url: 'http://hub.test:8000/{hostname}/busy', timeout_seconds: 1, interval_seconds: 3600 },
   ];
 
   it('accepts good specs, and none', () => {
@@ -171,5 +171,23 @@ describe('signal URLs', () => {
     expect(isPerInstanceUrl('http://{hostname}/')).toBe(true);
     expect(isPerInstanceUrl('http://h/?p={provider_instance_id}')).toBe(true);
     expect(isPerInstanceUrl('http://h/{other}')).toBe(false);
+  });
+});
+
+describe('signal URLs an agent could steer', () => {
+  it('refuses a placeholder in the host: an agent names its own hostname, not the server the policy polls', () => {
+    for (const url of ['http://{hostname}:8888/api/status', 'https://{instance_id}.hub.example/x', 'http://hub.example:{instance_id}/x', 'http://user{hostname}@hub.example/x']) {
+      expect(signalSpecProblem([{ name: 'hub', type: 'http', url }]), url).toMatchObject({ field: 'signals[0].url', message: expect.stringMatching(/not in the host/) });
+    }
+    expect(signalSpecProblem([{ name: 'hub', type: 'http', url: 'http://hub.example/hosts/{hostname}/busy?id={instance_id}' }])).toBeNull();
+  });
+
+  it('a "." or ".." value would be a path segment, so that URL is not read at all (unread counts as active)', () => {
+    const vars = { instance_id: '1', provider_instance_id: 'p' };
+    expect(expandSignalUrl('http://hub.example/hosts/{hostname}/busy', { ...vars, hostname: '..' })).toBeNull();
+    expect(expandSignalUrl('http://hub.example/hosts/{hostname}/busy', { ...vars, hostname: '.' })).toBeNull();
+    // Why not encode them: a URL parser resolves %2E%2E as it does "..".
+    expect(new URL('http://hub.example/hosts/%2E%2E/busy').pathname).toBe('/busy');
+    expect(expandSignalUrl('http://hub.example/hosts/{hostname}', { ...vars, hostname: 'a..b' })).toBe('http://hub.example/hosts/a..b');
   });
 });

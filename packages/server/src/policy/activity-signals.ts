@@ -90,8 +90,12 @@ function urlProblem(url: unknown): string | null {
       return `unknown placeholder {${name}}; the placeholders are ${PLACEHOLDERS.map((p) => `{${p}}`).join(', ')}`;
     }
   }
+  // The host is the admin's choice: an agent reports its own hostname, and must not pick which
+  // server (an internal one, say) the server sends requests to.
+  const authority = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)/i.exec(url)?.[1] ?? '';
+  if (authority.includes('{')) return 'placeholders may appear only in the path and the query, not in the host: the host is the admin\'s to choose';
   // Checked as it will be requested, with stand-ins that are valid wherever a placeholder may sit.
-  const sample = expandSignalUrl(url, { instance_id: '1', hostname: 'host', provider_instance_id: 'p' });
+  const sample = expandSignalUrl(url, { instance_id: '1', hostname: 'host', provider_instance_id: 'p' })!;
   if (/[{}]/.test(sample)) return 'has an unmatched { or }';
   let parsed: URL;
   try {
@@ -142,9 +146,19 @@ export function signalSpecProblem(specs: unknown[]): { field: string; message: s
   return null;
 }
 
-/** The URL to poll for one instance; values are URL-encoded, an unknown hostname is empty. */
-export function expandSignalUrl(url: string, vars: UrlVars): string {
-  return url.replace(/\{(instance_id|hostname|provider_instance_id)\}/g, (_, name: (typeof PLACEHOLDERS)[number]) => encodeURIComponent(vars[name] ?? ''));
+/**
+ * The URL to poll for one instance; values are URL-encoded, an unknown hostname is empty. null when a
+ * value is "." or "..": a URL parser takes those (encoded or not) for path segments, so such a URL
+ * would read another path than the instance's. The signal then goes unread, which counts as active.
+ */
+export function expandSignalUrl(url: string, vars: UrlVars): string | null {
+  let segment = false;
+  const expanded = url.replace(/\{(instance_id|hostname|provider_instance_id)\}/g, (_, name: (typeof PLACEHOLDERS)[number]) => {
+    const value = vars[name] ?? '';
+    if (value === '.' || value === '..') segment = true;
+    return encodeURIComponent(value);
+  });
+  return segment ? null : expanded;
 }
 
 /** Whether the URL differs per instance (polled once per instance) or is one URL for the whole policy. */
