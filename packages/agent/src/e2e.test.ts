@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +9,7 @@ import { startAgent, stopAllAgents, type AgentProcess } from './test-support/age
 import { ensureBuilt } from './test-support/ensure-built.js';
 import { createFakeNvidiaSmi, gpuLine } from './test-support/fake-nvidia-smi.js';
 import { waitFor } from './test-support/processes.js';
+import { admin, registerInstance as register } from './test-support/server-admin.js';
 
 /**
  * The real agent process against the real server process, in real time with fractional durations.
@@ -33,24 +34,6 @@ async function freePort(): Promise<number> {
       s.close(() => resolve(port));
     });
   });
-}
-
-async function admin<T = any>(server: ServerProcess, method: string, path: string, body?: unknown): Promise<T> {
-  const res = await fetch(`${server.url}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${server.adminKey}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  if (!res.ok) throw new Error(`${method} ${path}: HTTP ${res.status} ${await res.text()}`);
-  return (await res.json()) as T;
-}
-
-async function register(server: ServerProcess, instanceId: number, dir: string): Promise<string> {
-  const { agent_token } = await admin<{ agent_token: string }>(server, 'POST', '/api/v1/agent/instances', { instance_id: instanceId, hostname: 'e2e-host' });
-  const tokenFile = join(dir, 'token');
-  writeFileSync(tokenFile, `${agent_token}\n`);
-  chmodSync(tokenFile, 0o600);
-  return tokenFile;
 }
 
 function workspace(name: string) {

@@ -5,7 +5,6 @@ import {
   INSTANCE_SORTS,
   type InstanceSortKey,
   DumontError,
-  hibernateArgsOf,
   INSTANCE_STATUSES,
   type CommandListResponse,
   type CommandView,
