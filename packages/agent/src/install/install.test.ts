@@ -160,10 +160,12 @@ describe('failures', () => {
 });
 
 describe('unit file for the single executable', () => {
-  it('runs the binary itself: no node, no node flags', () => {
+  it('runs the binary itself: no node, no node flags; the one V8 flag it can take comes through its environment', () => {
     const unit = renderUnit({ nodePath: null, cliPath: '/usr/local/bin/dumont-agent' });
     expect(unit).toMatch(/^ExecStart=\/usr\/local\/bin\/dumont-agent run --config \/etc\/dumont-agent\/config\.json$/m);
+    expect(unit).toMatch(/^Environment=NODE_OPTIONS=--max-semi-space-size=1$/m);
     expect(unit).not.toContain('--lite-mode');
+    expect(renderUnit({ nodePath: '/usr/bin/node', cliPath: '/x/cli.js' })).not.toContain('NODE_OPTIONS');
   });
 
   it('install with nodePath null writes that unit; under node it is never the default', () => {

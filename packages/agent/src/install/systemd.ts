@@ -21,9 +21,16 @@ export function systemdQuote(word: string): string {
  */
 export const NODE_FLAGS = ['--max-semi-space-size=1', '--lite-mode'] as const;
 
+/**
+ * The one of NODE_FLAGS the single executable can take, through its environment (its arguments are
+ * all the agent's, and node refuses --lite-mode in NODE_OPTIONS): measured 25 → 19 MB private memory.
+ */
+export const SINGLE_EXECUTABLE_NODE_OPTIONS = '--max-semi-space-size=1';
+
 /** `nodePath: null`: `cliPath` is the single executable, which takes no node and no node flags. */
 export function renderUnit(opts: { nodePath: string | null; cliPath: string; configPath?: string }): string {
   const runner = opts.nodePath === null ? [] : [opts.nodePath, ...NODE_FLAGS];
+  const environment = opts.nodePath === null ? `Environment=NODE_OPTIONS=${SINGLE_EXECUTABLE_NODE_OPTIONS}\n` : '';
   const exec = [...runner, opts.cliPath, 'run', '--config', opts.configPath ?? CONFIG_PATH].map(systemdQuote).join(' ');
   return `# Written by \`dumont-agent install\`; \`dumont-agent uninstall\` removes it.
 [Unit]
@@ -33,7 +40,7 @@ After=network-online.target
 
 [Service]
 Type=simple
-ExecStart=${exec}
+${environment}ExecStart=${exec}
 Restart=on-failure
 RestartSec=5
 # /var/lib/dumont-agent: executed command ids and unsent results survive restarts.
