@@ -67,9 +67,9 @@ export class PolicyService {
         }
         const before = all.find((p) => p.name === name);
         const policy: StoredPolicy = { name, priority: spec.priority, spec, createdAt: before?.createdAt ?? now, updatedAt: now, updatedBy: operator.owner };
-        await repo.putPolicy(policy);
+        const created = await repo.putPolicy(policy);
         await repo.requireDurableCommit();
-        return { policy, created: before === undefined };
+        return { policy, created };
       });
     } catch (error) {
       if (isUniqueViolation(error)) throw invalid('priority', `another policy took priority ${spec.priority} at the same moment; give each policy its own priority`);

@@ -264,13 +264,16 @@ export class KyselyRepository implements FleetRepository {
       updated_at: policy.updatedAt,
       updated_by: policy.updatedBy,
     };
+    // An insert that loses a race for the name waits for the winner's commit, then finds it and
+    // replaces it: exactly one writer creates.
+    const inserted = await this.db.insertInto('policies').values(row).onConflict((oc) => oc.column('name').doNothing()).returning('name').executeTakeFirst();
+    if (inserted) return true;
     await this.db
-      .insertInto('policies')
-      .values(row)
-      .onConflict((oc) =>
-        oc.column('name').doUpdateSet({ priority: row.priority, spec_json: row.spec_json, updated_at: row.updated_at, updated_by: row.updated_by }),
-      )
+      .updateTable('policies')
+      .set({ priority: row.priority, spec_json: row.spec_json, updated_at: row.updated_at, updated_by: row.updated_by })
+      .where('name', '=', row.name)
       .execute();
+    return false;
   }
 
   async deletePolicy(name: string) {

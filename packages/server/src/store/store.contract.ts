@@ -615,11 +615,12 @@ export function storeContract(backend: TestBackend): void {
       });
       expect(await store.listPolicies()).toEqual([]);
       await store.transaction(async (repo) => {
-        await repo.putPolicy(policy('notebooks', 10, 1_000));
-        await repo.putPolicy(policy('training', 20, 2_000));
+        expect(await repo.putPolicy(policy('notebooks', 10, 1_000))).toBe(true);
+        expect(await repo.putPolicy(policy('training', 20, 2_000))).toBe(true);
       });
       expect((await store.listPolicies()).map((p) => p.name)).toEqual(['training', 'notebooks']);
-      await store.putPolicy({ ...policy('notebooks', 30, 1_000), updatedAt: 5_000, updatedBy: 'ops' });
+      // Replaced, not created: the stored creation time is kept (1,000, not the 4,000 passed).
+      expect(await store.putPolicy({ ...policy('notebooks', 30, 4_000), updatedAt: 5_000, updatedBy: 'ops' })).toBe(false);
       expect(await store.listPolicies()).toEqual([{ ...policy('notebooks', 30, 1_000), updatedAt: 5_000, updatedBy: 'ops' }, policy('training', 20, 2_000)]);
       await expect(store.putPolicy(policy('other', 20, 6_000))).rejects.toThrow();
       expect(await store.deletePolicy('training')).toBe(true);

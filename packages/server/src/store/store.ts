@@ -39,8 +39,8 @@ export interface FleetRepository {
 
   /** Every named policy, highest priority first. */
   listPolicies(): Promise<StoredPolicy[]>;
-  /** Creates or replaces the policy of that name. */
-  putPolicy(policy: StoredPolicy): Promise<void>;
+  /** Creates or replaces the policy of that name (keeping its `createdAt`); true when it created it. */
+  putPolicy(policy: StoredPolicy): Promise<boolean>;
   /** False when there was no such policy. */
   deletePolicy(name: string): Promise<boolean>;
 
