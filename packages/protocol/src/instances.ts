@@ -137,7 +137,7 @@ export type InstanceSavings = Static<typeof InstanceSavings>;
 export const VALUE_SOURCES = ['default', 'policy', 'instance', 'limit', 'schedule'] as const;
 export type ValueSource = (typeof VALUE_SOURCES)[number];
 
-const SourceSchema = Type.Union([Type.Literal('default'), Type.Literal('policy'), Type.Literal('instance'), Type.Literal('limit'), Type.Literal('schedule')]);
+const SourceSchema = Type.Union(VALUE_SOURCES.map((source) => Type.Literal(source)));
 const Sourced = <T extends TSchema>(value: T) => Type.Object({ value, source: SourceSchema });
 
 /** The detail's `effective_policy`: the values the server applies now, each with where it came from. */
