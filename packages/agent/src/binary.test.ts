@@ -10,7 +10,7 @@ import { startAgent, stopAllAgents } from './test-support/agent-process.js';
 import { AGENT_CLI, AGENT_ROOT, ensureAgentBuilt, ensureBuilt } from './test-support/ensure-built.js';
 import { createFakeNvidiaSmi, gpuLine } from './test-support/fake-nvidia-smi.js';
 import { waitFor } from './test-support/processes.js';
-import { admin, registerInstance } from './test-support/server-admin.js';
+import { admin, FAST_LIFECYCLE_ENV, registerInstance } from './test-support/server-admin.js';
 
 /**
  * The single executable (scripts/build-binary.mjs) on a host without Node: PATH holds an empty
@@ -96,11 +96,7 @@ describe.skipIf(!BINARY)('the single executable, with no node on PATH', () => {
   it('beats to the real server until idle, runs the hibernate hook and reaches hibernated', async () => {
     const server = await startServerProcess({
       env: {
-        DUMONT_IDLE_THRESHOLD_MINUTES: '0.02', // 1.2 s
-        DUMONT_HIBERNATION_WARNING_SECONDS: '1',
-        DUMONT_HEARTBEAT_INTERVAL_SECONDS: '0.3',
-        DUMONT_OFFLINE_AFTER_SECONDS: '10',
-        DUMONT_SWEEP_INTERVAL_MS: '50',
+        ...FAST_LIFECYCLE_ENV,
       },
     });
     servers.push(server);

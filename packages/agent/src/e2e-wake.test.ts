@@ -10,6 +10,7 @@ import { startAgent, stopAllAgents } from './test-support/agent-process.js';
 import { ensureAgentBuilt, ensureBuilt } from './test-support/ensure-built.js';
 import { createFakeNvidiaSmi, gpuLine } from './test-support/fake-nvidia-smi.js';
 import { isAlive, waitFor } from './test-support/processes.js';
+import { FAST_LIFECYCLE_ENV } from './test-support/server-admin.js';
 
 /**
  * The whole hibernate-and-wake round trip with real processes: the built agent, the built server
@@ -72,11 +73,7 @@ describe('agent + server + Vast.ai provider, end to end', () => {
         DUMONT_VAST_API_URL: vast.url,
         DUMONT_VAST_API_KEY: VAST_KEY,
         DUMONT_OUTBOX_POLL_MS: '50',
-        DUMONT_IDLE_THRESHOLD_MINUTES: '0.02', // 1.2 s
-        DUMONT_HIBERNATION_WARNING_SECONDS: '1',
-        DUMONT_HEARTBEAT_INTERVAL_SECONDS: '0.3',
-        DUMONT_OFFLINE_AFTER_SECONDS: '10',
-        DUMONT_SWEEP_INTERVAL_MS: '50',
+        ...FAST_LIFECYCLE_ENV,
       },
     });
     servers.push(server);

@@ -9,7 +9,7 @@ import { startAgent, stopAllAgents, type AgentProcess } from './test-support/age
 import { ensureBuilt } from './test-support/ensure-built.js';
 import { createFakeNvidiaSmi, gpuLine } from './test-support/fake-nvidia-smi.js';
 import { waitFor } from './test-support/processes.js';
-import { admin, registerInstance as register } from './test-support/server-admin.js';
+import { admin, FAST_LIFECYCLE_ENV, registerInstance as register } from './test-support/server-admin.js';
 
 /**
  * The real agent process against the real server process, in real time with fractional durations.
@@ -48,11 +48,8 @@ describe('agent + server, end to end', () => {
   it('85 % → active; 0 % → idle, countdown, hibernate command, hook, result → hibernated', async () => {
     const server = await startServerProcess({
       env: {
-        DUMONT_IDLE_THRESHOLD_MINUTES: '0.02', // 1.2 s
+        ...FAST_LIFECYCLE_ENV,
         DUMONT_HIBERNATION_WARNING_SECONDS: '3',
-        DUMONT_HEARTBEAT_INTERVAL_SECONDS: '0.3',
-        DUMONT_OFFLINE_AFTER_SECONDS: '10',
-        DUMONT_SWEEP_INTERVAL_MS: '50',
       },
     });
     servers.push(server);
@@ -117,11 +114,7 @@ describe('agent + server, end to end', () => {
     const server = await startServerProcess({
       env: {
         DUMONT_IDLE_UTILIZATION_PERCENT: '10',
-        DUMONT_IDLE_THRESHOLD_MINUTES: '0.02', // 1.2 s
-        DUMONT_HIBERNATION_WARNING_SECONDS: '1',
-        DUMONT_HEARTBEAT_INTERVAL_SECONDS: '0.3',
-        DUMONT_OFFLINE_AFTER_SECONDS: '10',
-        DUMONT_SWEEP_INTERVAL_MS: '50',
+        ...FAST_LIFECYCLE_ENV,
       },
     });
     servers.push(server);

@@ -21,3 +21,15 @@ export async function registerInstance(server: ServerProcess, instanceId: number
   chmodSync(tokenFile, 0o600);
   return tokenFile;
 }
+
+/**
+ * A server whose whole lifecycle runs in seconds: idle 1.2 s, a 1 s warning, beats every 0.3 s, the
+ * sweeper every 50 ms. Tests spread it and change what they are about.
+ */
+export const FAST_LIFECYCLE_ENV: Readonly<Record<string, string>> = {
+  DUMONT_IDLE_THRESHOLD_MINUTES: '0.02',
+  DUMONT_HIBERNATION_WARNING_SECONDS: '1',
+  DUMONT_HEARTBEAT_INTERVAL_SECONDS: '0.3',
+  DUMONT_OFFLINE_AFTER_SECONDS: '10',
+  DUMONT_SWEEP_INTERVAL_MS: '50',
+};

@@ -11,6 +11,10 @@ import type { StoredEvent } from '../store/store.js';
 
 export const KEEP_ALIVE_BUDGET_WINDOW_MS = 24 * 3_600_000;
 
+/** Where the rule that owners may not disable comes from, for a refusal's message. */
+const whereOwnersMayNotDisable = (limits: BoundLimits) =>
+  limits.origin.ownerMayDisable.startsWith('DUMONT_') ? 'on this server (DUMONT_OWNER_MAY_DISABLE=off)' : `here (${limits.origin.ownerMayDisable}: false)`;
+
 const forbidden = (field: string, message: string) => new DumontError('forbidden', `${field}: ${message}`, field);
 
 /** Refuses an owner's hibernation patch that goes beyond a limit; an admin's passes. */
@@ -23,7 +27,7 @@ export function checkHibernationPatch(limits: BoundLimits, patch: HibernationPol
     );
   }
   if (!limits.ownerMayDisable) {
-    const where = limits.origin.ownerMayDisable.startsWith('DUMONT_') ? 'on this server (DUMONT_OWNER_MAY_DISABLE=off)' : `here (${limits.origin.ownerMayDisable}: false)`;
+    const where = whereOwnersMayNotDisable(limits);
     if (patch.enabled === false) {
       throw forbidden('enabled', `owners may not turn hibernation off ${where}; an admin may`);
     }
@@ -99,7 +103,7 @@ export function checkOwnerOutcome(
   admin: boolean,
 ): void {
   if (admin || limits.ownerMayDisable) return;
-  const where = limits.origin.ownerMayDisable.startsWith('DUMONT_') ? 'on this server (DUMONT_OWNER_MAY_DISABLE=off)' : `here (${limits.origin.ownerMayDisable}: false)`;
+  const where = whereOwnersMayNotDisable(limits);
   if (before.enabled && !after.enabled) throw forbidden('enabled', `this change would leave hibernation off (an admin's value on the instance gives way to the policy's), and owners may not turn it off ${where}; an admin may`);
   if (!before.dryRun && after.dryRun) throw forbidden('dry_run', `this change would leave the instance in dry-run (an admin's value on the instance gives way to the policy's), and owners may not choose dry-run ${where}; an admin may`);
 }

@@ -14,7 +14,7 @@ import type { ServerConfig } from '../config.js';
 import { evaluate, hibernateInSeconds, type Decision, type HibernateReport } from '../policy/hibernation-policy.js';
 import type { IdleObservation } from '../policy/idle-observation.js';
 import { sameHash } from '../secrets.js';
-import type { FleetRepository, FleetStore, InstanceLifecycle, MetricsSample } from '../store/store.js';
+import type { AgentCommand, FleetRepository, FleetStore, InstanceLifecycle, MetricsSample } from '../store/store.js';
 import { InstanceWrite, providerInstanceIdOf } from './instance-write.js';
 import type { PolicyBook } from './policy-book.js';
 import type { SignalBoard } from './signal-board.js';
@@ -44,13 +44,6 @@ function hibernateReportOf(beat: HeartbeatRequest, instance: InstanceLifecycle, 
   const commandId = instance.hibernateCommandId;
   const result = commandId === null ? undefined : beat.command_results?.find((r) => r.id === commandId);
   return result ? { succeeded: result.status === 'succeeded', detail: result.detail ?? '', forced } : null;
-}
-
-/** Whether the beat reports on a forced hibernate command (read from the stored command: its args say). */
-async function reportsForcedHibernate(repo: FleetRepository, beat: HeartbeatRequest, instance: InstanceLifecycle): Promise<boolean> {
-  const commandId = instance.hibernateCommandId;
-  if (commandId === null || !beat.command_results?.some((r) => r.id === commandId)) return false;
-  return isForcedHibernate((await repo.getCommand(commandId))?.args) !== null;
 }
 
 /** What the beat reported, as kept for display. */
@@ -192,16 +185,21 @@ export class HeartbeatService {
 
   private async applyBeat(repo: FleetRepository, instance: InstanceLifecycle, beat: HeartbeatRequest, beatAt: number, now: number) {
     const write = new InstanceWrite(instance, now, this.config, this.policies.current());
-    const forcedCommand = await reportsForcedHibernate(repo, beat, instance);
     // Command rows first; what a result means for the lifecycle is decided with the beat that carries it.
-    for (const result of beat.command_results ?? []) await this.settle(repo, write, result, now);
-    // A result can stop the machine: judged by the policies as this transaction sees them.
-    if (hibernateReportOf(beat, instance) !== null) write.usePolicies(await this.policies.load(repo));
+    let forcedCommand = false;
+    for (const result of beat.command_results ?? []) {
+      const command = await this.settle(repo, write, result, now);
+      // The stored args say whether the agent ran the hook without its idle check.
+      if (command && command.id === instance.hibernateCommandId) forcedCommand = isForcedHibernate(command.args) !== null;
+    }
+    // A result or a hibernation can stop the machine: judged by the policies as this transaction sees
+    // them, not by a copy another replica may have changed a moment ago.
+    const freshPolicies = hibernateReportOf(beat, instance) !== null;
+    if (freshPolicies) write.usePolicies(await this.policies.load(repo));
     let withhold = false;
     if (!this.isStale(instance, beatAt, now)) {
       let decision = this.decide(write, beat, beatAt, now, forcedCommand);
-      if (decision.issueHibernate) {
-        // No hibernation on a policy another replica changed a moment ago: read them as this transaction sees them.
+      if (decision.issueHibernate && !freshPolicies) {
         write.usePolicies(await this.policies.load(repo));
         decision = this.decide(write, beat, beatAt, now, forcedCommand);
       }
@@ -234,19 +232,20 @@ export class HeartbeatService {
     return silentFor < this.config.offlineAfterSeconds * 1000;
   }
 
-  /** Records one command result on its command; a repeated or unknown result changes nothing. */
-  private async settle(repo: FleetRepository, write: InstanceWrite, result: CommandResult, now: number) {
+  /** Records one command result on its command; a repeated or unknown result changes nothing. Returns the command. */
+  private async settle(repo: FleetRepository, write: InstanceWrite, result: CommandResult, now: number): Promise<AgentCommand | undefined> {
     const command = await repo.getCommand(result.id);
-    if (!command || command.instanceId !== write.instance.instanceId) return;
+    if (!command || command.instanceId !== write.instance.instanceId) return undefined;
     const detail = result.detail ?? '';
     const changed = await repo.updateCommand(command.id, ['pending', 'delivered'], { state: result.status, completedAt: now, detail });
-    if (!changed) return;
+    if (!changed) return command;
     write.openCommandsDelta -= 1;
     write.events.push({
       type: result.status === 'succeeded' ? 'command_succeeded' : 'command_failed',
       reason: `${command.type} ${result.status}${detail ? `: ${detail.slice(0, 200)}` : ''}`,
       data: { command_id: command.id, command: command.type },
     });
+    return command;
   }
 
   /**

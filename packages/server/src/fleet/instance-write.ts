@@ -63,7 +63,11 @@ export function instancePolicyOf(effective: EffectivePolicy, settings: Pick<Inst
 
 /** The server settings `evaluate` runs with, with the instance's idle utilization and warning. */
 export function policySettingsOf(effective: EffectivePolicy, config: ServerConfig): PolicySettings {
-  return { ...config, idleUtilizationPercent: effective.idleUtilizationPercent.value, hibernationWarningSeconds: effective.warningSeconds.value };
+  const idleUtilizationPercent = effective.idleUtilizationPercent.value;
+  const hibernationWarningSeconds = effective.warningSeconds.value;
+  // Most beats run with the server's own values: no copy of the whole configuration for them.
+  if (idleUtilizationPercent === config.idleUtilizationPercent && hibernationWarningSeconds === config.hibernationWarningSeconds) return config;
+  return { ...config, idleUtilizationPercent, hibernationWarningSeconds };
 }
 
 /** The per-beat rule the server judges this instance with; hibernate commands carry it to the agent. */

@@ -1,6 +1,5 @@
-import type { Labels } from '@dumont/protocol';
 import type { Clock } from '../clock.js';
-import { compilePolicy, matchingPolicy, type CompiledPolicy } from '../policy/effective-policy.js';
+import { compilePolicy, type CompiledPolicy } from '../policy/effective-policy.js';
 import type { FleetRepository, StoredPolicy } from '../store/store.js';
 
 /** Policies are re-read at least this often, so that a change made through another replica applies. */
@@ -54,11 +53,6 @@ export class PolicyBook {
       this.loadedAt = at;
     }
     return policies;
-  }
-
-  /** The policy an instance with these labels follows now, or null (the server's defaults). */
-  forLabels(labels: Readonly<Labels>, policies: readonly CompiledPolicy[] = this.current()): CompiledPolicy | null {
-    return matchingPolicy(policies, labels);
   }
 }
 

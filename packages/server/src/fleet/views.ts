@@ -1,9 +1,9 @@
 import type { CommandView, EffectivePolicyView, EventView, InstanceDetail, InstanceSavings, InstanceSummary, Labels, MassSilenceView } from '@dumont/protocol';
 import type { MassSilence } from './mass-silence.js';
 import type { ServerConfig } from '../config.js';
-import { hibernateInSeconds, idleSeconds } from '../policy/hibernation-policy.js';
+import { forcedReasonOf, hibernateInSeconds, idleSeconds } from '../policy/hibernation-policy.js';
 import type { AgentCommand, InstanceListEntry, InstanceRecord, StoredEvent } from '../store/store.js';
-import { providerInstanceIdOf } from './instance-write.js';
+import { instancePolicyOf, providerInstanceIdOf } from './instance-write.js';
 import { nextScheduleChangeOf, type EffectivePolicy } from '../policy/effective-policy.js';
 import type { SignalVerdict } from '../policy/activity-signals.js';
 
@@ -111,24 +111,19 @@ export function toDetail(
     },
     savings,
     labels,
-    effective_policy: effectivePolicyView(effective, facts.onlineSince, now, signals),
+    // Why a hibernation would be forced now: what `evaluate` says, no rule of the view's own.
+    effective_policy: effectivePolicyView(effective, forcedReasonOf(instancePolicyOf(effective, settings), facts, now), now, signals),
   };
 }
 
 /** The effective values with their sources, the schedule's state now, and the signals' last verdicts. */
 function effectivePolicyView(
   effective: EffectivePolicy,
-  onlineSince: number | null,
+  forced: string | null,
   now: number,
   signals: { at: number; verdicts: readonly SignalVerdict[] } | null,
 ): EffectivePolicyView {
   const schedule = effective.policy?.schedule?.spec ?? null;
-  const uptimeHours = onlineSince === null ? 0 : (now - onlineSince) / 3_600_000;
-  const forced =
-    !effective.enabled.value
-      ? null
-      : (effective.scheduleForce ??
-        (effective.maxUptimeHours !== null && uptimeHours >= effective.maxUptimeHours ? `online for more than the policy's max_uptime_hours of ${effective.maxUptimeHours}` : null));
   const verdicts = new Map((signals?.verdicts ?? []).map((v) => [v.name, v]));
   return {
     policy: effective.policy?.name ?? null,

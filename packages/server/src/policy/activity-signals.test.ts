@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
   expandSignalUrl,
-  isPerInstanceUrl,
   judgeSignals,
   signalSpecProblem,
   type SignalReading,
@@ -163,14 +162,6 @@ describe('signal URLs', () => {
     expect(expandSignalUrl('http://h/{instance_id}/{hostname}?p={provider_instance_id}&again={instance_id}', vars)).toBe('http://h/42/gpu%201%2Fa?p=i-0a%26b%3Dc&again=42');
     expect(expandSignalUrl('http://h/busy?host={hostname}', { ...vars, hostname: null })).toBe('http://h/busy?host=');
     expect(expandSignalUrl('http://h/busy', vars)).toBe('http://h/busy');
-  });
-
-  it('a URL with a placeholder is per instance', () => {
-    expect(isPerInstanceUrl('http://h/busy')).toBe(false);
-    expect(isPerInstanceUrl('http://h/{instance_id}')).toBe(true);
-    expect(isPerInstanceUrl('http://{hostname}/')).toBe(true);
-    expect(isPerInstanceUrl('http://h/?p={provider_instance_id}')).toBe(true);
-    expect(isPerInstanceUrl('http://h/{other}')).toBe(false);
   });
 });
 

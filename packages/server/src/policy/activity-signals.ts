@@ -160,8 +160,3 @@ export function expandSignalUrl(url: string, vars: UrlVars): string | null {
   });
   return segment ? null : expanded;
 }
-
-/** Whether the URL differs per instance (polled once per instance) or is one URL for the whole policy. */
-export function isPerInstanceUrl(url: string): boolean {
-  return /\{(instance_id|hostname|provider_instance_id)\}/.test(url);
-}

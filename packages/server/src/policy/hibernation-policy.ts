@@ -198,6 +198,20 @@ export function hibernateInSeconds(facts: Pick<LifecycleFacts, 'status' | 'sched
   return Math.max(0, Math.ceil((facts.scheduledAt - now) / SECOND));
 }
 
+/**
+ * Why the admin's policy hibernates this machine now even if it is busy: outside a schedule's active
+ * hours (`hibernate`), or online past `max_uptime_hours`; null when neither, or hibernation is off.
+ */
+export function forcedReasonOf(policy: InstancePolicy, facts: Pick<LifecycleFacts, 'onlineSince'>, now: number): string | null {
+  if (!policy.enabled) return null;
+  if (policy.forcedBy) return policy.forcedBy;
+  const maxUptime = policy.maxUptimeHours;
+  if (maxUptime !== null && maxUptime !== undefined && facts.onlineSince !== null && now - facts.onlineSince >= maxUptime * 3_600_000) {
+    return `online for ${Math.floor((now - facts.onlineSince) / 60_000)} min, over the policy's max_uptime_hours of ${maxUptime}`;
+  }
+  return null;
+}
+
 class Step {
   private readonly f: LifecycleFacts;
   private readonly events: PolicyEvent[] = [];
@@ -255,19 +269,8 @@ class Step {
     return this.policy.thresholdMinutes * MINUTE;
   }
 
-  /**
-   * Why the admin's policy hibernates this machine now even if it is busy: outside a schedule's active
-   * hours (`hibernate`), or online past `max_uptime_hours`. Never while hibernation is off.
-   */
   private get forcedReason(): string | null {
-    const { f, policy, now } = this;
-    if (!policy.enabled) return null;
-    if (policy.forcedBy) return policy.forcedBy;
-    const maxUptime = policy.maxUptimeHours;
-    if (maxUptime !== null && maxUptime !== undefined && f.onlineSince !== null && now - f.onlineSince >= maxUptime * 3_600_000) {
-      return `online for ${Math.floor((now - f.onlineSince) / 60_000)} min, over the policy's max_uptime_hours of ${maxUptime}`;
-    }
-    return null;
+    return forcedReasonOf(this.policy, this.f, this.now);
   }
 
   private cancelSchedule(reason: string): void {
